@@ -1,0 +1,40 @@
+"""Object keys, the one naming scheme shared by every ObjectStore (DESIGN.md "Keys").
+
+Keys are built only from UIDs, which ``skypacs.uids`` has validated (digits and dots), so a key can
+never escape its prefix on a filesystem or collide across studies.
+"""
+
+from __future__ import annotations
+
+STUDIES_PREFIX = "studies/"
+QUARANTINE_PREFIX = "quarantine/"
+INSTANCE_SUFFIX = ".dcm"
+
+
+def instance_key(study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
+    return (
+        f"{STUDIES_PREFIX}{study_instance_uid}/series/{series_instance_uid}"
+        f"/instances/{sop_instance_uid}{INSTANCE_SUFFIX}"
+    )
+
+
+def is_instance_key(key: str) -> bool:
+    """True for keys under ``studies/`` shaped like :func:`instance_key` output."""
+    parts = key.split("/")
+    return (
+        len(parts) == 6
+        and parts[0] + "/" == STUDIES_PREFIX
+        and parts[2] == "series"
+        and parts[4] == "instances"
+        and parts[5].endswith(INSTANCE_SUFFIX)
+    )
+
+
+def quarantine_key(original_key: str, quarantine_id: str) -> str:
+    """Where a rejected object is kept: one folder per quarantine event, original name preserved.
+
+    ``quarantine_id`` is unique per event (time-ordered), so quarantining the same key twice never
+    overwrites the first rejected copy.
+    """
+    name = original_key.rsplit("/", 1)[-1] or "object"
+    return f"{QUARANTINE_PREFIX}{quarantine_id}/{name}"

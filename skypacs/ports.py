@@ -1,0 +1,171 @@
+"""The four ports of the archive (DESIGN.md "Ports and adapters") and the records they carry.
+
+Each port is a small ``Protocol``: adapters implement only these primitives; the logic built on top of
+them lives in ``skypacs.services``. Every adapter of a port passes the same contract suite under
+``tests/contract/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+DicomJson = dict[str, Any]
+"""A dataset in the DICOM JSON model (PS3.18 Annex F): ``{"0020000D": {"vr": "UI", "Value": [...]}}``."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an ObjectStore knows of one stored object.
+
+    ``etag`` is a content fingerprint with S3's single-part ETag semantics: the MD5 hex digest of the
+    bytes. Equal bytes give equal etags in every adapter; ingest uses it to tell a re-send of the same
+    instance from a new version. (S3 multipart uploads have composite ETags; the archive's own writers
+    never use multipart below 5 GB.)
+    """
+
+    key: str
+    size: int
+    etag: str
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """DICOM Part 10 bytes by key. Writes are atomic: a reader sees the old object or the whole new one."""
+
+    def put(self, key: str, data: bytes | BinaryIO) -> ObjectInfo: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A stream over the whole object, read as it is consumed (bounded memory)."""
+        ...
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``start``; fewer only at the end of the object."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error (idempotent retries)."""
+        ...
+
+    def move(self, source_key: str, target_key: str) -> ObjectInfo: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """The catalog's record of one stored instance: where it is and what it is.
+
+    ``metadata`` is the instance's DICOM JSON without bulk data (Pixel Data and large binary values are
+    left in the object and marked with a BulkDataURI).
+    """
+
+    StudyInstanceUID: str
+    SeriesInstanceUID: str
+    SOPInstanceUID: str
+    SOPClassUID: str
+    TransferSyntaxUID: str
+    PatientID: str
+    key: str
+    size: int
+    etag: str
+    stored_at: str
+    metadata: DicomJson = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """An object that could not be ingested, kept under ``quarantine/`` with the reason."""
+
+    quarantine_id: str
+    original_key: str
+    quarantine_key: str
+    reason: str
+    message: str
+    size: int
+    quarantined_at: str
+
+
+@dataclass(frozen=True)
+class ReplacementRecord:
+    """An instance stored again with different bytes: the new version replaced the old one."""
+
+    SOPInstanceUID: str
+    previous_key: str
+    previous_etag: str
+    key: str
+    etag: str
+    replaced_at: str
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """Source of truth for what is stored: patient/study/series/instance records and their objects."""
+
+    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None: ...
+
+    def put_instance(
+        self,
+        record: InstanceRecord,
+        *,
+        series: DicomJson,
+        study: DicomJson,
+        patient: DicomJson,
+    ) -> None:
+        """Upsert the instance and the series, study and patient records it belongs to."""
+        ...
+
+    def delete_instance(self, sop_instance_uid: str) -> None: ...
+
+    def list_instances(
+        self, study_instance_uid: str, series_instance_uid: str | None = None
+    ) -> Iterator[InstanceRecord]: ...
+
+    def get_study(self, study_instance_uid: str) -> DicomJson | None: ...
+
+    def get_series(self, study_instance_uid: str, series_instance_uid: str) -> DicomJson | None: ...
+
+    def get_patient(self, patient_id: str) -> DicomJson | None: ...
+
+    def add_quarantine(self, record: QuarantineRecord) -> None: ...
+
+    def list_quarantine(self) -> list[QuarantineRecord]: ...
+
+    def add_replacement(self, record: ReplacementRecord) -> None: ...
+
+    def list_replacements(self) -> list[ReplacementRecord]: ...
+
+
+@runtime_checkable
+class QueryIndex(Protocol):
+    """Attribute matching and free text over every attribute. This is the write side; the query
+    side arrives with the query model."""
+
+    def index_instance(self, record: InstanceRecord) -> None: ...
+
+    def remove_instance(self, sop_instance_uid: str) -> None: ...
+
+    def get_document(self, sop_instance_uid: str) -> DicomJson | None: ...
+
+
+@dataclass(frozen=True)
+class ArchiveEvent:
+    """An event for plugins. ``detail`` holds UIDs, keys and outcomes, never patient data."""
+
+    type: str
+    detail: dict[str, Any]
+
+
+INSTANCE_STORED = "InstanceStored"
+INSTANCE_DELETED = "InstanceDeleted"
+STUDY_CHANGED = "StudyChanged"
+
+EventHandler = Callable[[ArchiveEvent], None]
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    def publish(self, event: ArchiveEvent) -> None: ...
