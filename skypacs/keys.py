@@ -8,6 +8,8 @@ from __future__ import annotations
 
 STUDIES_PREFIX = "studies/"
 QUARANTINE_PREFIX = "quarantine/"
+INCOMING_PREFIX = "incoming/"
+"""Objects not yet filed under their canonical key: uploads, and rejected C-STOREs awaiting quarantine."""
 INSTANCE_SUFFIX = ".dcm"
 
 
@@ -38,3 +40,7 @@ def quarantine_key(original_key: str, quarantine_id: str) -> str:
     """
     name = original_key.rsplit("/", 1)[-1] or "object"
     return f"{QUARANTINE_PREFIX}{quarantine_id}/{name}"
+
+
+def incoming_key(name: str) -> str:
+    return f"{INCOMING_PREFIX}{name}{INSTANCE_SUFFIX}"

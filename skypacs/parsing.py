@@ -38,6 +38,7 @@ class RangedReader(io.RawIOBase):
     def __init__(self, store: ObjectStore, key: str, size: int) -> None:
         super().__init__()
         self._store, self._key, self._size = store, key, size
+        self.name = key  # pydicom records ``name`` as the dataset's filename
         self._blocks: dict[int, bytes] = {}
         self._pos = 0
         self.bytes_fetched = 0

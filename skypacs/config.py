@@ -1,0 +1,152 @@
+"""Configuration, in one place: defaults < config file < environment < command-line flags.
+
+The config file is TOML, by default ``skypacs.toml`` in the data directory (or ``--config PATH`` /
+``SKYPACS_CONFIG``)::
+
+    [dimse]
+    ae_title = "SKYPACS"
+    port = 11112
+    host = "0.0.0.0"
+    allowed_aes = ["CT01", "WORKSTATION"]    # calling AE titles; empty or absent = open (logged)
+    max_pdu = 0                              # 0 = unlimited
+    extra_sop_classes = ["1.2.3.4.5"]         # private storage SOP classes to accept
+
+    [dimse.destinations]                     # C-MOVE destinations (retrieve issue)
+    WORKSTATION = "10.0.0.5:104"
+
+    [http]                                   # DICOMweb (query issue); tokens (web-ingest issue)
+    port = 8080
+    host = "127.0.0.1"
+
+Environment variables (names below, all ``SKYPACS_*``) override the file; only the composition root
+reads them. AWS deployments set them on the Lambda functions and the gateway task.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ENV_DATA_DIR = "SKYPACS_DATA_DIR"
+ENV_CONFIG = "SKYPACS_CONFIG"
+ENV_AE_TITLE = "SKYPACS_AE_TITLE"
+ENV_DIMSE_PORT = "SKYPACS_DIMSE_PORT"
+ENV_DIMSE_HOST = "SKYPACS_DIMSE_HOST"
+ENV_ALLOWED_AES = "SKYPACS_ALLOWED_AES"
+"""Comma-separated calling AE titles."""
+ENV_MAX_PDU = "SKYPACS_MAX_PDU"
+ENV_EXTRA_SOP_CLASSES = "SKYPACS_EXTRA_SOP_CLASSES"
+ENV_HTTP_PORT = "SKYPACS_HTTP_PORT"
+ENV_HTTP_HOST = "SKYPACS_HTTP_HOST"
+ENV_BUCKET = "SKYPACS_BUCKET"
+"""AWS: the S3 bucket holding the objects."""
+ENV_CATALOG_TABLE = "SKYPACS_CATALOG_TABLE"
+"""AWS: the DynamoDB table of the catalog."""
+ENV_EVENT_BUS = "SKYPACS_EVENT_BUS"
+"""AWS: the EventBridge bus name for plugin events."""
+ENV_LOG_IDENTIFIERS = "SKYPACS_LOG_IDENTIFIERS"
+"""Set to 1 to allow patient identifiers in logs (debugging only; off by default)."""
+
+DEFAULT_DATA_DIR = "./skypacs-data"
+DEFAULT_AE_TITLE = "SKYPACS"
+DEFAULT_DIMSE_PORT = 11112
+DEFAULT_HTTP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    ae_title: str = DEFAULT_AE_TITLE
+    dimse_host: str = "0.0.0.0"
+    dimse_port: int = DEFAULT_DIMSE_PORT
+    allowed_aes: frozenset[str] = frozenset()
+    """Calling AE titles allowed to associate; empty means open to any AE (a warning is logged)."""
+    max_pdu: int = 0
+    extra_sop_classes: frozenset[str] = frozenset()
+    destinations: Mapping[str, str] = field(default_factory=dict)
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    log_identifiers: bool = False
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "skypacs.toml"
+
+
+def _csv(value: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        document = tomllib.load(handle)
+    dimse, http = document.get("dimse", {}), document.get("http", {})
+    values: dict[str, Any] = {}
+    for source, target in (("ae_title", "ae_title"), ("port", "dimse_port"), ("host", "dimse_host"),
+                           ("max_pdu", "max_pdu")):
+        if source in dimse:
+            values[target] = dimse[source]
+    if "allowed_aes" in dimse:
+        values["allowed_aes"] = frozenset(dimse["allowed_aes"])
+    if "extra_sop_classes" in dimse:
+        values["extra_sop_classes"] = frozenset(dimse["extra_sop_classes"])
+    if "destinations" in dimse:
+        values["destinations"] = dict(dimse["destinations"])
+    for source, target in (("port", "http_port"), ("host", "http_host")):
+        if source in http:
+            values[target] = http[source]
+    return values
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    readers: dict[str, tuple[str, Any]] = {
+        ENV_AE_TITLE: ("ae_title", str),
+        ENV_DIMSE_PORT: ("dimse_port", int),
+        ENV_DIMSE_HOST: ("dimse_host", str),
+        ENV_ALLOWED_AES: ("allowed_aes", _csv),
+        ENV_MAX_PDU: ("max_pdu", int),
+        ENV_EXTRA_SOP_CLASSES: ("extra_sop_classes", _csv),
+        ENV_HTTP_PORT: ("http_port", int),
+        ENV_HTTP_HOST: ("http_host", str),
+        ENV_LOG_IDENTIFIERS: ("log_identifiers", lambda v: v.strip().lower() in ("1", "true", "yes")),
+    }
+    return {name: parse(environ[var]) for var, (name, parse) in readers.items() if environ.get(var)}
+
+
+def load_settings(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from every source; explicit arguments beat the environment, which beats the file."""
+    environ = os.environ if environ is None else environ
+    directory = Path(data_dir or environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+    settings = Settings(data_dir=directory)
+    path = Path(config_file or environ.get(ENV_CONFIG) or settings.config_file)
+    if config_file is not None or environ.get(ENV_CONFIG):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+    if path.is_file():
+        settings = replace(settings, **_from_file(path))
+    settings = replace(settings, **_from_env(environ))
+    if overrides:
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return _validated(settings)
+
+
+def _validated(settings: Settings) -> Settings:
+    title = settings.ae_title
+    if not (0 < len(title) <= 16) or not title.isprintable() or "\\" in title or title.strip() != title:
+        raise ValueError(f"AE title {title!r} must be 1-16 printable characters without backslash")
+    for port in (settings.dimse_port, settings.http_port):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range")
+    if settings.max_pdu < 0:
+        raise ValueError("max_pdu must be 0 (unlimited) or a positive byte count")
+    return settings

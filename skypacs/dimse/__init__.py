@@ -1,0 +1,1 @@
+"""The DIMSE gateway: pynetdicom AE, event handlers and status mapping."""

@@ -1,0 +1,48 @@
+"""DIMSE statuses the gateway answers with, and the one mapping from archive errors to them.
+
+Statuses from PS3.4 B.2.3 (Storage SCP) and PS3.7 C; the 0xC000-0xCFFF range is "Cannot
+understand", within which 0xC210/0xC211 follow pynetdicom's own usage.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from pydicom.dataset import Dataset
+
+from skypacs.errors import BackendError, InvalidObject, NotDicom, SkyPacsError, UnsupportedSOPClass
+
+
+class Status(IntEnum):
+    SUCCESS = 0x0000
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    CANNOT_DECODE = 0xC210
+    PROCESSING_FAILURE = 0xC211
+
+
+def status_for(error: Exception) -> Status:
+    if isinstance(error, UnsupportedSOPClass):
+        return Status.SOP_CLASS_NOT_SUPPORTED
+    if isinstance(error, InvalidObject) and error.reason == "sop-class-mismatch":
+        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(error, NotDicom):
+        return Status.CANNOT_DECODE
+    if isinstance(error, InvalidObject):
+        return Status.CANNOT_UNDERSTAND
+    if isinstance(error, BackendError):
+        return Status.OUT_OF_RESOURCES
+    if isinstance(error, SkyPacsError):
+        return Status.PROCESSING_FAILURE
+    return Status.OUT_OF_RESOURCES
+
+
+def status_dataset(status: Status, comment: str | None = None) -> Dataset:
+    """A response status with an Error Comment (LO: at most 64 characters, PS3.7 C.4)."""
+    response = Dataset()
+    response.Status = int(status)
+    if comment:
+        response.ErrorComment = comment.replace("\\", "/")[:64]
+    return response

@@ -1,0 +1,79 @@
+"""The embedded indexer loop: drain the ingest queue through :class:`IngestService`.
+
+Runs in its own process under ``skypacs serve`` (so parsing and SQLite writes use the second core
+while the gateway receives), and in-process for ``skypacs import`` and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from skypacs.adapters.sqlite_queue import QueueEntry, SqliteIngestQueue
+from skypacs.errors import SkyPacsError
+from skypacs.services.ingest import IngestResult, IngestService
+
+logger = logging.getLogger(__name__)
+
+MISSING_GRACE_SECONDS = 30.0
+"""How long a queued key may have no object yet (its write still in flight) before it is dropped."""
+
+
+class QueueIndexer:
+    def __init__(
+        self,
+        queue: SqliteIngestQueue,
+        ingest: IngestService,
+        *,
+        batch_size: int = 64,
+        clock: Callable[[], float] = time.time,
+        on_result: Callable[[IngestResult], None] | None = None,
+    ) -> None:
+        self.queue, self.ingest = queue, ingest
+        self.batch_size = batch_size
+        self.clock = clock
+        self.on_result = on_result
+        self.totals: Counter[str] = Counter()
+
+    def drain_once(self) -> int:
+        """Process one batch of ready entries; returns how many entries were taken."""
+        entries = self.queue.claim(self.batch_size)
+        done: list[int] = []
+        for entry in entries:
+            if self._process(entry):
+                done.append(entry.id)
+        self.queue.ack(done)
+        return len(entries)
+
+    def _process(self, entry: QueueEntry) -> bool:
+        try:
+            result = self.ingest.ingest(entry.key)
+        except SkyPacsError as exc:
+            return self._retry(entry, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug must not wedge the queue: retry, then dead-letter
+            logger.exception("ingest of %s failed unexpectedly", entry.key)
+            return self._retry(entry, f"{type(exc).__name__}: {exc}")
+        if result.outcome == "missing" and self.clock() - entry.enqueued_at < MISSING_GRACE_SECONDS:
+            self.queue.retry(entry, "object not written yet", delay=0.5)
+            return False
+        self.totals[result.outcome] += 1
+        if self.on_result is not None:
+            self.on_result(result)
+        return True
+
+    def _retry(self, entry: QueueEntry, error: str) -> bool:
+        delay = min(60.0, 0.5 * 2**entry.attempts)
+        if not self.queue.retry(entry, error, delay=delay):
+            logger.error("ingest of %s failed %d times; moved to dead letters", entry.key, entry.attempts + 1)
+        return False
+
+    def run(self, stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
+        """Drain until ``stop`` is set, then finish what is ready and return."""
+        while not stop.is_set():
+            if self.drain_once() == 0:
+                stop.wait(idle_sleep)
+        while self.drain_once():
+            pass
