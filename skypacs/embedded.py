@@ -84,6 +84,10 @@ def run_indexer_process(settings: Settings, stop: threading.Event, log_level: st
     from skypacs.logs import configure_logging
 
     configure_logging(level=log_level, json_format=json_logs, log_identifiers=settings.log_identifiers)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # If serve dies without stopping us (SIGKILL, OOM), stop too: the queue keeps what is left.
+        threading.Thread(target=lambda: (parent.join(), stop.set()), name="parent-watch", daemon=True).start()
     archive = EmbeddedArchive(settings)
     indexer = archive.indexer()
     pending = archive.queue.counts().pending

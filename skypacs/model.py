@@ -8,10 +8,11 @@ relative to the instance (``bulkdata/{tag path}``), which the retrieve service r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
@@ -68,7 +69,7 @@ def dataset_to_dicom_json(dataset: Dataset, _path: str = "") -> DicomJson:
     references too, so converting never triggers a read of bulk bytes from the object store.
     """
     result: DicomJson = {}
-    for raw in dataset.elements():
+    for raw in raw_elements(dataset):
         tag: BaseTag = Tag(raw.tag)
         key = f"{tag:08X}"
         path = f"{_path}{key}"
@@ -80,6 +81,12 @@ def dataset_to_dicom_json(dataset: Dataset, _path: str = "") -> DicomJson:
         element = dataset[tag]
         result[key] = _element_to_json(element, path)
     return result
+
+
+def raw_elements(dataset: Dataset) -> Iterator[DataElement | RawDataElement]:
+    """Elements as read, without loading deferred values (``Dataset.elements()`` would load them)."""
+    for tag in dataset.keys():
+        yield dataset.get_item(tag, keep_deferred=True)
 
 
 def _element_to_json(element: DataElement, path: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from skypacs.errors import MissingAttribute, NotDicom, UnsupportedSOPClass
 from skypacs.keys import instance_key
-from skypacs.model import dataset_to_dicom_json, first_value
+from skypacs.model import dataset_to_dicom_json, first_value, raw_elements
 from skypacs.ports import DicomJson, ObjectStore
 from skypacs.sop_classes import is_storage_sop_class
 from skypacs.uids import check_uid
@@ -28,6 +28,7 @@ BLOCK_SIZE = 64 * 1024
 DEFER_SIZE = 64 * 1024
 """Values larger than this are not read at ingest: they become BulkDataURI references."""
 
+TAIL_SEARCH = 4096
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
@@ -121,6 +122,14 @@ def _check_not_truncated(dataset: Dataset, stream: BinaryIO, size: int) -> None:
     transfer_syntax = UID(dataset.file_meta.get("TransferSyntaxUID", ""))
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         return  # positions are in the inflated stream; a cut deflate stream fails to inflate instead
+    for raw in raw_elements(dataset):
+        # pydicom reads a value cut short by the end of the object without complaint; catch it here.
+        value_tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if value_tell is not None and length is not None and length != 0xFFFFFFFF and value_tell + length > size:
+            raise NotDicom(
+                f"object truncated: element ({raw.tag.group:04X},{raw.tag.element:04X}) needs "
+                f"{value_tell + length} bytes, object has {size}"
+            )
     position = stream.tell()
     if position >= size:
         return  # no Pixel Data: the header read consumed the whole object
@@ -141,9 +150,12 @@ def _check_not_truncated(dataset: Dataset, stream: BinaryIO, size: int) -> None:
         (length,) = struct.unpack("<I" if little else ">I", head[8:12])
         header_length = 12
     if length == 0xFFFFFFFF:
-        if _read_at(stream, size - 8, 8) != _SEQUENCE_DELIMITER:
+        # The fragments end with a Sequence Delimitation Item; usually the object's last 8 bytes, but
+        # a few writers append elements after Pixel Data, so look in the tail rather than exactly there.
+        tail_start = max(position + header_length, size - TAIL_SEARCH)
+        if _SEQUENCE_DELIMITER not in _read_at(stream, tail_start, size - tail_start):
             raise NotDicom(
-                f"object truncated: encapsulated Pixel Data has no sequence delimiter at the end "
+                f"object truncated: encapsulated Pixel Data has no sequence delimiter near the end "
                 f"of its {size} bytes"
             )
     elif position + header_length + length > size:

@@ -3,17 +3,22 @@ becomes a DIMSE status (STYLE.md, after pynetdicom's qrscp app)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 
 from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
 from pynetdicom import events
 
+from skypacs import __version__
 from skypacs.dimse.status import Status, status_dataset, status_for
 from skypacs.errors import SkyPacsError
 from skypacs.services.store import StoreService
 
 logger = logging.getLogger(__name__)
+
+IMPLEMENTATION_VERSION_NAME = f"SKYPACS_{__version__}"[:16]
 
 
 def handle_conn_open(event: events.Event) -> None:
@@ -28,6 +33,17 @@ def handle_echo(event: events.Event) -> int:
     return int(Status.SUCCESS)
 
 
+def part10_bytes(event: events.Event, calling_ae: str) -> bytes:
+    """The received dataset bytes, untouched, behind a PS3.10 file meta header that also names the
+    sending AE (Source Application Entity Title) and this implementation."""
+    meta = event.file_meta
+    meta.SourceApplicationEntityTitle = calling_ae
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    header = io.BytesIO()
+    write_file_meta_info(header, meta, enforce_standard=True)
+    return b"".join((b"\x00" * 128, b"DICM", header.getvalue(), event.encoded_dataset(include_meta=False)))
+
+
 def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
     """Store the dataset exactly as received (bytes + a file meta header), then answer.
 
@@ -36,7 +52,7 @@ def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
     request = event.request
     calling = event.assoc.requestor.ae_title
     try:
-        data = event.encoded_dataset(include_meta=True)
+        data = part10_bytes(event, calling)
     except Exception as exc:
         logger.warning("C-STORE from %s: cannot read the received dataset: %s", calling, exc)
         return status_dataset(Status.CANNOT_DECODE, "cannot read the received dataset")

@@ -2,17 +2,27 @@
 
 aws_cdk is imported lazily: these fixtures must load even where the ``cdk`` extra is not installed, in which
 case each test module skips itself with ``pytest.importorskip("aws_cdk")``.
+
+This directory deliberately has no ``__init__.py``: with pytest's default ``prepend`` import mode and no
+``tests/__init__.py``, it would be imported as a package named ``infra`` and shadow the CDK app package
+``infra/`` at the repository root.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The CDK app (`infra/`) is not part of the installed distribution; import it from the checkout, also under a
+# bare `pytest` (which, unlike `python -m pytest`, does not put the working directory on sys.path).
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The Storage construct and the stack around it: CloudFormation assertions and cdk-nag AwsSolutions.
 
-One app is synthesized per module (synthesis goes through the jsii Node.js process and dominates the run time).
+One app is synthesized per module: synthesis goes through the jsii Node.js process and dominates the run
+time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ LOGS_BUCKET_ID = "StorageAccessLogsBucket"
 
 
 @pytest.fixture(scope="module")
-def app_and_stack(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[cdk.App, SkyPacsStack]:
+def app_and_stack(
+    cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[cdk.App, SkyPacsStack]:
     # The app exactly as `cdk synth` builds it: cdk.json context and the AwsSolutions plugin.
     app = cdk.App(context=cdk_context, outdir=str(tmp_path_factory.mktemp("cdk.out")))
     return build_app(app)
@@ -62,7 +65,8 @@ def test_two_buckets_and_one_key(template: Template) -> None:
 def test_dicom_bucket_encrypted_with_rotating_kms_key(template: Template) -> None:
     key_id = _logical_id(template, "StorageKey", "AWS::KMS::Key")
     template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
-    rules = _bucket_properties(template, DICOM_BUCKET_ID)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    encryption = _bucket_properties(template, DICOM_BUCKET_ID)["BucketEncryption"]
+    rules = encryption["ServerSideEncryptionConfiguration"]
     assert rules == [
         {
             "BucketKeyEnabled": True,
@@ -76,7 +80,8 @@ def test_dicom_bucket_encrypted_with_rotating_kms_key(template: Template) -> Non
 
 def test_logs_bucket_encrypted_with_s3_managed_keys(template: Template) -> None:
     # Server access log delivery supports SSE-S3 destinations only.
-    rules = _bucket_properties(template, LOGS_BUCKET_ID)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    encryption = _bucket_properties(template, LOGS_BUCKET_ID)["BucketEncryption"]
+    rules = encryption["ServerSideEncryptionConfiguration"]
     assert rules == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
 
 
@@ -233,13 +238,17 @@ def test_short_retention_from_cli_context_skips_transition(cdk_context: dict[str
     # `cdk synth -c noncurrentRetentionDays=20` passes a string.
     app = cdk.App(context={**cdk_context, "noncurrentRetentionDays": "20"})
     stack = SkyPacsStack(app, "ShortRetention")
-    rule = Template.from_stack(stack).find_resources(BUCKET)
-    (lifecycle,) = [r["Properties"]["LifecycleConfiguration"] for r in rule.values() if "LifecycleConfiguration" in r["Properties"]]
+    buckets = Template.from_stack(stack).find_resources(BUCKET)
+    (lifecycle,) = [
+        b["Properties"]["LifecycleConfiguration"]
+        for b in buckets.values()
+        if "LifecycleConfiguration" in b["Properties"]
+    ]
     assert lifecycle["Rules"][0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 20}
     assert "NoncurrentVersionTransitions" not in lifecycle["Rules"][0]
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "a year", 1.5])
+@pytest.mark.parametrize("value", ["0", "-5", "a year", 1.5, True, ""])
 def test_invalid_retention_context_rejected(cdk_context: dict[str, Any], value: object) -> None:
     app = cdk.App(context={**cdk_context, "noncurrentRetentionDays": value})
     with pytest.raises(ValueError, match="noncurrentRetentionDays"):

@@ -1,0 +1,104 @@
+"""Composition root of the AWS archive: the adapters a Lambda function (or the gateway task) runs on.
+
+Only this module reads the environment (names in :mod:`skypacs.config`):
+
+- ``SKYPACS_BUCKET``: the S3 bucket of the objects (required);
+- ``SKYPACS_CATALOG_TABLE``: the DynamoDB table of the catalog (required);
+- ``SKYPACS_EVENT_BUS``: the EventBridge bus for plugin events (optional: without it nothing is published);
+- ``SKYPACS_EXTRA_SOP_CLASSES``: private storage SOP classes to accept, as in the embedded mode.
+
+boto3 clients are made on first use and kept for the life of the container (:func:`archive` caches
+one :class:`AwsArchive` per process), so warm invocations reuse their connections. Tests inject clients
+(or a whole archive with :func:`set_archive`) instead of relying on the environment.
+
+The QueryIndex on AWS (OpenSearch) does not exist yet: ingest runs with ``index=None``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from skypacs.adapters.dynamodb_catalog import DynamoDbCatalog
+from skypacs.adapters.eventbridge import EventBridgeEventBus
+from skypacs.adapters.s3 import S3ObjectStore
+from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS, ENV_EXTRA_SOP_CLASSES
+from skypacs.services.ingest import IngestService
+
+CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
+"""botocore's standard retry mode: throttling and transient errors back off and retry in the SDK."""
+
+
+def _client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, config=Config(retries=dict(CLIENT_RETRIES)))  # type: ignore[arg-type]
+
+
+@dataclass
+class AwsArchive:
+    """The AWS adapters wired into the core services; clients are created lazily, once."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    s3_client: Any = None
+    dynamodb_client: Any = None
+    events_client: Any = None
+
+    def _required(self, name: str) -> str:
+        value = self.environ.get(name, "").strip()
+        if not value:
+            raise RuntimeError(f"environment variable {name} is not set")
+        return value
+
+    @cached_property
+    def store(self) -> S3ObjectStore:
+        return S3ObjectStore(self._required(ENV_BUCKET), client=self.s3_client or _client("s3"))
+
+    @cached_property
+    def catalog(self) -> DynamoDbCatalog:
+        return DynamoDbCatalog(
+            self._required(ENV_CATALOG_TABLE), client=self.dynamodb_client or _client("dynamodb")
+        )
+
+    @cached_property
+    def events(self) -> EventBridgeEventBus | None:
+        bus = self.environ.get(ENV_EVENT_BUS, "").strip()
+        if not bus:
+            return None
+        return EventBridgeEventBus(bus, client=self.events_client or _client("events"))
+
+    @cached_property
+    def extra_sop_classes(self) -> frozenset[str]:
+        value = self.environ.get(ENV_EXTRA_SOP_CLASSES, "")
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+    @cached_property
+    def ingest_service(self) -> IngestService:
+        return IngestService(
+            self.store, self.catalog, None, self.events, extra_sop_classes=self.extra_sop_classes
+        )
+
+
+_archive: AwsArchive | None = None
+_lock = threading.Lock()
+
+
+def archive() -> AwsArchive:
+    """The archive of this process (Lambda container), built from the environment on first use."""
+    global _archive
+    with _lock:
+        if _archive is None:
+            _archive = AwsArchive()
+        return _archive
+
+
+def set_archive(value: AwsArchive | None) -> None:
+    """Replace the process's archive (tests); ``None`` rebuilds it from the environment on next use."""
+    global _archive
+    with _lock:
+        _archive = value
