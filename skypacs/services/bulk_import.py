@@ -29,6 +29,7 @@ class FileResult:
     outcome: FileOutcome
     reason: str = ""
     message: str = ""
+    key: str = ""
 
 
 @dataclass
@@ -85,7 +86,7 @@ def import_file(path: str) -> FileResult:
         existing = archive.catalog.get_instance(parsed.SOPInstanceUID)
         if existing is not None and existing.key == parsed.key:
             if existing.etag == hashlib.md5(data, usedforsecurity=False).hexdigest():
-                return FileResult(path, "already present")
+                return FileResult(path, "already present", key=parsed.key)
         receipt = archive.store_service.commit(parsed, data)
         result = archive.ingest_service.ingest_parsed(parsed, receipt.info)
         if receipt.queue_id is not None:
@@ -97,8 +98,8 @@ def import_file(path: str) -> FileResult:
     if result.outcome == "quarantined":
         return FileResult(path, "rejected", result.reason or "", result.message or "")
     if result.outcome == "unchanged":
-        return FileResult(path, "already present")
-    return FileResult(path, "replaced" if result.outcome == "replaced" else "stored")
+        return FileResult(path, "already present", key=parsed.key)
+    return FileResult(path, "replaced" if result.outcome == "replaced" else "stored", key=parsed.key)
 
 
 def import_paths(
@@ -110,18 +111,34 @@ def import_paths(
 ) -> ImportSummary:
     summary = ImportSummary()
     names = [str(path) for path in files]
-    if jobs <= 1:
-        _init_worker(settings)
-        results: Iterable[FileResult] = map(import_file, names)
+    keys: Counter[str] = Counter()
+
+    def collect(results: Iterable[FileResult]) -> None:
         for result in results:
             summary.add(result)
+            if result.key:
+                keys[result.key] += 1
             if on_result:
                 on_result(result)
-        return summary
-    chunksize = max(1, min(64, len(names) // (jobs * 8) or 1))
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(settings,)) as pool:
-        for result in pool.map(import_file, names, chunksize=chunksize):
-            summary.add(result)
-            if on_result:
-                on_result(result)
+
+    if jobs <= 1:
+        _init_worker(settings)
+        collect(map(import_file, names))
+    else:
+        chunksize = max(1, min(64, len(names) // (jobs * 8) or 1))
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(settings,)) as pool:
+            collect(pool.map(import_file, names, chunksize=chunksize))
+    _settle_duplicates([key for key, count in keys.items() if count > 1], settings)
     return summary
+
+
+def _settle_duplicates(keys: list[str], settings: Settings) -> None:
+    """Files sharing a SOP Instance UID may have been written and cataloged by two workers in
+    different orders; ingest those keys once more from what the store now holds."""
+    if not keys:
+        return
+    from skypacs.embedded import EmbeddedArchive
+
+    ingest = EmbeddedArchive(settings).ingest_service
+    for key in keys:
+        ingest.ingest(key)
