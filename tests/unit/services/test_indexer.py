@@ -1,0 +1,71 @@
+"""The embedded indexer loop over the durable queue: retries, grace for in-flight writes, dead letters."""
+
+from __future__ import annotations
+
+from skypacs.adapters.sqlite_queue import MAX_ATTEMPTS, SqliteIngestQueue
+from skypacs.embedded import EmbeddedArchive
+from skypacs.errors import BackendError
+from skypacs.services.indexer import MISSING_GRACE_SECONDS, QueueIndexer
+from skypacs.services.ingest import IngestResult, IngestService
+from tests.conftest import dicom_file
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_queued_objects_are_ingested_and_acked(archive: EmbeddedArchive) -> None:
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        archive.store_service.store_part10(dicom_file(name).read_bytes())
+    indexer = archive.indexer()
+    assert indexer.drain_once() == 2
+    assert archive.catalog.count_instances() == 2
+    assert archive.queue.counts().pending == 0
+    assert indexer.totals["stored"] == 2
+
+
+def test_a_key_whose_write_is_in_flight_is_retried_then_dropped(archive: EmbeddedArchive) -> None:
+    clock = Clock()
+    queue = SqliteIngestQueue(archive.data_dir / "q.sqlite", clock=clock)
+    indexer = QueueIndexer(queue, archive.ingest_service, clock=clock)
+    key = "studies/1.2/series/1.2.3/instances/1.2.3.4.dcm"
+    queue.enqueue(key)
+    indexer.drain_once()
+    assert queue.counts().pending == 1  # not written yet: kept
+    clock.now += MISSING_GRACE_SECONDS + 1
+    indexer.drain_once()
+    assert queue.counts().pending == 0 and indexer.totals["missing"] == 1
+
+
+def test_backend_failures_back_off_then_dead_letter_then_replay(archive: EmbeddedArchive) -> None:
+    clock = Clock()
+    queue = SqliteIngestQueue(archive.data_dir / "q.sqlite", clock=clock)
+    failing = True
+
+    class Flaky(IngestService):
+        def ingest(self, key: str, *, etag: str | None = None, size: int | None = None) -> IngestResult:
+            if failing:
+                raise BackendError("database is locked")
+            return super().ingest(key, etag=etag, size=size)
+
+    service = Flaky(archive.store, archive.catalog, archive.index, archive.events)
+    indexer = QueueIndexer(queue, service, clock=clock)
+    receipt = archive.store_service.commit(
+        __import__("skypacs.parsing", fromlist=["parse_bytes"]).parse_bytes(dicom_file("CT_small.dcm").read_bytes()),
+        dicom_file("CT_small.dcm").read_bytes(),
+    )
+    queue.enqueue(receipt.info.key)
+    for _ in range(MAX_ATTEMPTS):
+        clock.now += 120
+        indexer.drain_once()
+    assert queue.counts().dead == 1 and queue.counts().pending == 0
+    ((key, error),) = queue.dead_entries()
+    assert key == receipt.info.key and "database is locked" in error
+    failing = False
+    assert queue.replay_dead() == 1
+    indexer.drain_once()
+    assert queue.counts().dead == 0 and archive.catalog.count_instances() == 1
