@@ -10,12 +10,11 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
-from infra.constructs.storage import Storage
+from infra.constructs.storage import DEFAULT_NONCURRENT_RETENTION_DAYS, Storage
 
 #: Context key (``cdk.json`` or ``cdk synth -c noncurrentRetentionDays=N``): days a replaced or deleted
 #: DICOM object version is kept.
 NONCURRENT_RETENTION_DAYS_CONTEXT = "noncurrentRetentionDays"
-DEFAULT_NONCURRENT_RETENTION_DAYS = 365
 
 
 class SkyPacsStack(Stack):
@@ -25,22 +24,25 @@ class SkyPacsStack(Stack):
 
     def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.storage = Storage(
-            self,
-            "Storage",
-            noncurrent_version_retention=Duration.days(self._context_days(NONCURRENT_RETENTION_DAYS_CONTEXT)),
+        retention_days = self._context_days(
+            NONCURRENT_RETENTION_DAYS_CONTEXT, default=DEFAULT_NONCURRENT_RETENTION_DAYS
         )
-        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name, description="DICOM object bucket")
+        self.storage = Storage(self, "Storage", noncurrent_version_retention=Duration.days(retention_days))
+        CfnOutput(
+            self, "BucketName", value=self.storage.bucket.bucket_name, description="DICOM object bucket"
+        )
 
-    def _context_days(self, key: str) -> int:
+    def _context_days(self, key: str, *, default: int) -> int:
         # Values given with `-c key=value` arrive as strings, values from cdk.json as numbers.
         raw = self.node.try_get_context(key)
         if raw is None:
-            return DEFAULT_NONCURRENT_RETENTION_DAYS
-        try:
+            return default
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            days = raw
+        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
             days = int(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"context {key!r} must be a whole number of days, got {raw!r}") from None
+        else:
+            raise ValueError(f"context {key!r} must be a whole number of days, got {raw!r}")
         if days < 1:
             raise ValueError(f"context {key!r} must be at least 1, got {days}")
         return days

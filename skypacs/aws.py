@@ -37,7 +37,7 @@ def _client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(service, config=Config(retries=dict(CLIENT_RETRIES)))  # type: ignore[arg-type]
+    return boto3.client(service, config=Config(retries=dict(CLIENT_RETRIES)))
 
 
 @dataclass

@@ -13,6 +13,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+#: Days a replaced or deleted object version is kept unless the stack says otherwise.
+DEFAULT_NONCURRENT_RETENTION_DAYS = 365
+
 #: Noncurrent versions move to Standard-IA after this many days. S3 refuses transitions to Standard-IA
 #: earlier than 30 days, and bills IA objects for 30 days at least.
 NONCURRENT_TRANSITION_DAYS = 30
@@ -42,14 +45,14 @@ class Storage(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        noncurrent_version_retention: Duration = Duration.days(365),
+        noncurrent_version_retention: Duration | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """Create the buckets.
 
         Args:
             noncurrent_version_retention: how long a replaced or deleted object version is kept before S3
-                expires it; whole days, at least one.
+                expires it; whole days, at least one (default DEFAULT_NONCURRENT_RETENTION_DAYS).
             removal_policy: what happens to the buckets and the key when they leave the stack. RETAIN
                 by default: an archive of medical images is never deleted by a deployment.
         """
@@ -59,7 +62,8 @@ class Storage(Construct):
         # setting it here too keeps the construct correct in an app without that context (context must be
         # set before any child is added).
         self.node.set_context(SERVER_ACCESS_LOGS_USE_BUCKET_POLICY, True)
-        retention_days = int(noncurrent_version_retention.to_days())
+        retention = noncurrent_version_retention or Duration.days(DEFAULT_NONCURRENT_RETENTION_DAYS)
+        retention_days = int(retention.to_days())
         if retention_days < 1:
             raise ValueError(f"noncurrent_version_retention must be at least one day, got {retention_days}")
 

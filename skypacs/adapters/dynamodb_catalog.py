@@ -151,7 +151,10 @@ class DynamoDbCatalog:
     def put_instance(
         self, record: InstanceRecord, *, series: DicomJson, study: DicomJson, patient: DicomJson
     ) -> None:
-        pk, sk = _study_pk(record.StudyInstanceUID), _instance_sk(record.SeriesInstanceUID, record.SOPInstanceUID)
+        pk, sk = (
+            _study_pk(record.StudyInstanceUID),
+            _instance_sk(record.SeriesInstanceUID, record.SOPInstanceUID),
+        )
         stale = [loc for loc in self._locations(record.SOPInstanceUID) if loc != (pk, sk)]
         stale_items = [item for item in map(self._get_item, stale) if item is not None]
         gen = uuid.uuid4().hex
@@ -164,28 +167,59 @@ class DynamoDbCatalog:
         level = f"of SOP Instance {record.SOPInstanceUID}"
         writes: list[dict[str, Any]] = [
             self._put(instance),
-            self._put({"pk": pk, "sk": _series_sk(record.SeriesInstanceUID), "gen": gen,
-                       "metadata": _compress(series, f"series metadata {level}")}),
-            self._put({"pk": pk, "sk": _STUDY_SK, "gen": gen, "PatientID": record.PatientID,
-                       "metadata": _compress(study, f"study metadata {level}")}),
-            self._put({"pk": _patient_pk(record.PatientID), "sk": _PATIENT_SK, "gen": gen,
-                       "metadata": _compress(patient, f"patient metadata {level}")}),
-            self._put({"pk": _patient_pk(record.PatientID), "sk": _link_sk(record.StudyInstanceUID), "gen": gen}),
+            self._put(
+                {
+                    "pk": pk,
+                    "sk": _series_sk(record.SeriesInstanceUID),
+                    "gen": gen,
+                    "metadata": _compress(series, f"series metadata {level}"),
+                }
+            ),
+            self._put(
+                {
+                    "pk": pk,
+                    "sk": _STUDY_SK,
+                    "gen": gen,
+                    "PatientID": record.PatientID,
+                    "metadata": _compress(study, f"study metadata {level}"),
+                }
+            ),
+            self._put(
+                {
+                    "pk": _patient_pk(record.PatientID),
+                    "sk": _PATIENT_SK,
+                    "gen": gen,
+                    "metadata": _compress(patient, f"patient metadata {level}"),
+                }
+            ),
+            self._put(
+                {"pk": _patient_pk(record.PatientID), "sk": _link_sk(record.StudyInstanceUID), "gen": gen}
+            ),
         ]
-        writes += [{"Delete": {"TableName": self.table_name, "Key": _key(item["pk"], item["sk"])}}
-                   for item in stale_items]
+        writes += [
+            {"Delete": {"TableName": self.table_name, "Key": _key(item["pk"], item["sk"])}}
+            for item in stale_items
+        ]
         self._transact(writes, f"cannot catalog SOP Instance {record.SOPInstanceUID}")
         for item in stale_items:
-            self._prune(_plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"]))
+            self._prune(
+                _plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"])
+            )
 
     def delete_instance(self, sop_instance_uid: str) -> None:
         for location in self._locations(sop_instance_uid):
             item = self._get_item(location)
             if item is None:
                 continue
-            self._call("delete_item", f"cannot delete SOP Instance {sop_instance_uid}",
-                       TableName=self.table_name, Key=_key(*location))
-            self._prune(_plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"]))
+            self._call(
+                "delete_item",
+                f"cannot delete SOP Instance {sop_instance_uid}",
+                TableName=self.table_name,
+                Key=_key(*location),
+            )
+            self._prune(
+                _plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"])
+            )
 
     def list_instances(
         self, study_instance_uid: str, series_instance_uid: str | None = None
@@ -209,16 +243,24 @@ class DynamoDbCatalog:
     # -- quarantine and replacements -----------------------------------------------------------
 
     def add_quarantine(self, record: QuarantineRecord) -> None:
-        self._call("put_item", f"cannot record quarantine {record.quarantine_id}", TableName=self.table_name,
-                   Item=_serialize({"pk": _QUARANTINE_PK, "sk": record.quarantine_id, **asdict(record)}))
+        self._call(
+            "put_item",
+            f"cannot record quarantine {record.quarantine_id}",
+            TableName=self.table_name,
+            Item=_serialize({"pk": _QUARANTINE_PK, "sk": record.quarantine_id, **asdict(record)}),
+        )
 
     def list_quarantine(self) -> list[QuarantineRecord]:
         return [QuarantineRecord(**_fields(item, _QUARANTINE_FIELDS)) for item in self._query(_QUARANTINE_PK)]
 
     def add_replacement(self, record: ReplacementRecord) -> None:
         sk = f"{record.replaced_at}#{record.SOPInstanceUID}"
-        self._call("put_item", f"cannot record replacement of {record.SOPInstanceUID}", TableName=self.table_name,
-                   Item=_serialize({"pk": _REPLACED_PK, "sk": sk, **asdict(record)}))
+        self._call(
+            "put_item",
+            f"cannot record replacement of {record.SOPInstanceUID}",
+            TableName=self.table_name,
+            Item=_serialize({"pk": _REPLACED_PK, "sk": sk, **asdict(record)}),
+        )
 
     def list_replacements(self) -> list[ReplacementRecord]:
         return [ReplacementRecord(**_fields(item, _REPLACEMENT_FIELDS)) for item in self._query(_REPLACED_PK)]
@@ -245,18 +287,24 @@ class DynamoDbCatalog:
         except (ClientError, BotoCoreError) as exc:
             raise _backend_error(exc, f"cannot look up SOP Instance {sop_instance_uid}") from exc
 
-    def _get_item(
-        self, location: tuple[str, str], projection: tuple[str, ...] = ()
-    ) -> dict[str, Any] | None:
+    def _get_item(self, location: tuple[str, str], projection: tuple[str, ...] = ()) -> dict[str, Any] | None:
         kwargs: dict[str, Any] = {
-            "TableName": self.table_name, "Key": _key(*location), "ConsistentRead": True, **_projection(projection)
+            "TableName": self.table_name,
+            "Key": _key(*location),
+            "ConsistentRead": True,
+            **_projection(projection),
         }
         response = self._call("get_item", f"cannot read catalog item {location[0]} {location[1]}", **kwargs)
         item = response.get("Item")
         return _deserialize(item) if item else None
 
     def _query(
-        self, pk: str, prefix: str | None = None, *, projection: tuple[str, ...] = (), page_size: int | None = None
+        self,
+        pk: str,
+        prefix: str | None = None,
+        *,
+        projection: tuple[str, ...] = (),
+        page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Items of one partition (optionally ``begins_with(sk, prefix)``), strongly consistent, in sk order."""
         kwargs: dict[str, Any] = {
@@ -315,7 +363,9 @@ class DynamoDbCatalog:
         )
         self._delete_unused(
             (patient_pk, _PATIENT_SK),
-            lambda: next(self._query(patient_pk, "STUDY#", projection=("sk",), page_size=1), None) is not None,
+            lambda: (
+                next(self._query(patient_pk, "STUDY#", projection=("sk",), page_size=1), None) is not None
+            ),
         )
 
     def _delete_unused(self, location: tuple[str, str], in_use: Callable[[], bool]) -> None:

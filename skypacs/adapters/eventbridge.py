@@ -46,10 +46,14 @@ class EventBridgeEventBus:
         try:
             response = self.client.put_events(Entries=[entry])
         except (ClientError, BotoCoreError) as exc:
-            detail = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            detail = (
+                exc.response.get("Error", {}).get("Code")
+                if isinstance(exc, ClientError)
+                else type(exc).__name__
+            )
             raise BackendError(f"cannot publish {event.type} to event bus {self.bus_name}: {detail}") from exc
         if response.get("FailedEntryCount", 0):
-            failed = next((e for e in response.get("Entries", ()) if e.get("ErrorCode")), {})
+            failed: dict[str, Any] = next((e for e in response.get("Entries", ()) if e.get("ErrorCode")), {})
             raise BackendError(
                 f"event bus {self.bus_name} rejected {event.type}: "
                 f"{failed.get('ErrorCode', 'unknown error')} {failed.get('ErrorMessage', '')}".rstrip()

@@ -57,10 +57,8 @@ class S3ObjectStore:
         )
 
     def put(self, key: str, data: bytes | BinaryIO) -> ObjectInfo:
-        body: bytes | BinaryIO
         if isinstance(data, (bytes, bytearray, memoryview)):
-            body, size = bytes(data), len(data)
-            return self._put(key, body, size)
+            return self._put(key, bytes(data), len(data))
         if _is_seekable(data):
             start = data.tell()
             size = data.seek(0, io.SEEK_END) - start
@@ -76,13 +74,15 @@ class S3ObjectStore:
 
     def _put(self, key: str, body: bytes | BinaryIO, size: int) -> ObjectInfo:
         if size > SINGLE_REQUEST_LIMIT:
-            raise BackendError(
-                f"object {key} has {size} bytes, more than S3's 5 GB single-request limit"
-            )
+            raise BackendError(f"object {key} has {size} bytes, more than S3's 5 GB single-request limit")
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
-                ContentType="application/dicom", **self._encryption,
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentLength=size,
+                ContentType="application/dicom",
+                **self._encryption,
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"cannot write object {key}") from exc
@@ -93,7 +93,7 @@ class S3ObjectStore:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"cannot read object {key}") from exc
-        return io.BufferedReader(_BodyReader(response["Body"], key), buffer_size=_READ_CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_BodyReader(response["Body"], key), buffer_size=_READ_CHUNK)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
@@ -141,14 +141,18 @@ class S3ObjectStore:
         try:
             if source.size <= SINGLE_REQUEST_LIMIT:
                 response = self.client.copy_object(
-                    Bucket=self.bucket, Key=target_key,
+                    Bucket=self.bucket,
+                    Key=target_key,
                     CopySource={"Bucket": self.bucket, "Key": source_key},
-                    CopySourceIfMatch=f'"{source.etag}"', **self._encryption,
+                    CopySourceIfMatch=f'"{source.etag}"',
+                    **self._encryption,
                 )
                 target = ObjectInfo(target_key, source.size, _etag(response["CopyObjectResult"]["ETag"]))
             else:
                 self.client.copy(
-                    {"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key,
+                    {"Bucket": self.bucket, "Key": source_key},
+                    self.bucket,
+                    target_key,
                     ExtraArgs={"CopySourceIfMatch": f'"{source.etag}"', **self._encryption},
                     Config=TransferConfig(multipart_threshold=SINGLE_REQUEST_LIMIT + 1),
                 )
@@ -228,4 +232,3 @@ def _translate(exc: ClientError | BotoCoreError, message: str) -> SkyPacsError:
             return NotFound(f"{message}: no such object")
         return BackendError(f"{message}: {code}")
     return BackendError(f"{message}: {type(exc).__name__}")
-

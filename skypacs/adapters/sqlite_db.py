@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ class SqliteDatabase:
         if connection is None:
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
+            _set_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -58,3 +59,16 @@ class SqliteDatabase:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _set_wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new database at once can get SQLITE_BUSY here without
+    the busy handler being consulted, so retry for a while."""
+    for attempt in range(200):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)

@@ -1,9 +1,10 @@
 """A durable ingest queue on SQLite: the embedded stand-in for S3 notifications -> SQS.
 
-Writers (the gateway, import, STOW) enqueue a key *before* writing the object; the indexer claims
-batches, ingests, and acks. A crash anywhere leaves the key queued, so the next start indexes it.
-Keys whose object does not exist yet are retried for a grace period (the write may still be in
-flight), then dropped. Entries that keep failing move to the dead-letter state after
+Writers (the gateway, import, STOW) enqueue a key *before* writing the object, held back for
+``WRITE_GRACE_SECONDS``, and mark it ready once the write is durable; the indexer claims ready
+batches, ingests, and acks. A crash anywhere leaves the key queued (and ready once the hold-back
+passes), so the next start indexes it. Keys whose object does not exist are retried for a grace
+period (a very slow write), then dropped. Entries that keep failing move to the dead-letter state after
 ``MAX_ATTEMPTS`` and can be replayed (``skypacs queue replay``), like an SQS dead-letter queue.
 """
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from skypacs.adapters.sqlite_db import SqliteDatabase
 
 MAX_ATTEMPTS = 8
+WRITE_GRACE_SECONDS = 30.0
+"""How long an enqueued key waits for its writer's ``ready`` before the indexer looks anyway."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingest_queue (
@@ -52,13 +55,22 @@ class SqliteIngestQueue:
         self.clock = clock
 
     def enqueue(self, key: str) -> int:
-        """Queue ``key``; returns the entry id, which a writer that ingests inline may ack itself."""
+        """Queue ``key`` ahead of its write; returns the entry id for :meth:`ready` (or :meth:`ack`
+        by a writer that ingests inline)."""
         now = self.clock()
         with self.db.transaction() as connection:
             cursor = connection.execute(
-                "INSERT INTO ingest_queue (key, enqueued_at, not_before) VALUES (?, ?, ?)", (key, now, now)
+                "INSERT INTO ingest_queue (key, enqueued_at, not_before) VALUES (?, ?, ?)",
+                (key, now, now + WRITE_GRACE_SECONDS),
             )
             return int(cursor.lastrowid or 0)
+
+    def ready(self, entry_id: int) -> None:
+        """The object is written: make its entry available to the indexer now."""
+        with self.db.transaction() as connection:
+            connection.execute(
+                "UPDATE ingest_queue SET not_before = ? WHERE id = ? AND attempts = 0", (self.clock(), entry_id)
+            )
 
     def claim(self, limit: int = 64) -> list[QueueEntry]:
         """Ready entries in arrival order. Only one indexer consumes a queue, so no lease is needed."""
@@ -86,6 +98,13 @@ class SqliteIngestQueue:
             )
         return not dead
 
+    def postpone(self, entry: QueueEntry, delay: float) -> None:
+        """Look again later without counting an attempt (the object's write is still in flight)."""
+        with self.db.transaction() as connection:
+            connection.execute(
+                "UPDATE ingest_queue SET not_before = ? WHERE id = ?", (self.clock() + delay, entry.id)
+            )
+
     def replay_dead(self) -> int:
         with self.db.transaction() as connection:
             cursor = connection.execute(
@@ -98,6 +117,11 @@ class SqliteIngestQueue:
             "SELECT key, coalesce(last_error, '') FROM ingest_queue WHERE dead = 1 ORDER BY id"
         )
         return [(row[0], row[1]) for row in rows]
+
+    def next_ready_in(self) -> float | None:
+        """Seconds until the next pending entry becomes ready (0 if one is ready), None if none."""
+        row = self.db.connection().execute("SELECT min(not_before) FROM ingest_queue WHERE dead = 0").fetchone()
+        return None if row[0] is None else max(0.0, float(row[0]) - self.clock())
 
     def counts(self) -> QueueCounts:
         pending, dead = self.db.connection().execute(

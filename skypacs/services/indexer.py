@@ -12,14 +12,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from skypacs.adapters.sqlite_queue import QueueEntry, SqliteIngestQueue
+from skypacs.adapters.sqlite_queue import WRITE_GRACE_SECONDS, QueueEntry, SqliteIngestQueue
 from skypacs.errors import SkyPacsError
 from skypacs.services.ingest import IngestResult, IngestService
 
 logger = logging.getLogger(__name__)
 
-MISSING_GRACE_SECONDS = 30.0
-"""How long a queued key may have no object yet (its write still in flight) before it is dropped."""
+MISSING_GRACE_SECONDS = 2 * WRITE_GRACE_SECONDS
+"""How long a queued key may have no object (a very slow write, or a writer that crashed before
+writing) before the entry is dropped."""
 
 
 class QueueIndexer:
@@ -57,7 +58,7 @@ class QueueIndexer:
             logger.exception("ingest of %s failed unexpectedly", entry.key)
             return self._retry(entry, f"{type(exc).__name__}: {exc}")
         if result.outcome == "missing" and self.clock() - entry.enqueued_at < MISSING_GRACE_SECONDS:
-            self.queue.retry(entry, "object not written yet", delay=0.5)
+            self.queue.postpone(entry, delay=1.0)
             return False
         self.totals[result.outcome] += 1
         if self.on_result is not None:
@@ -70,10 +71,17 @@ class QueueIndexer:
             logger.error("ingest of %s failed %d times; moved to dead letters", entry.key, entry.attempts + 1)
         return False
 
-    def run(self, stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
-        """Drain until ``stop`` is set, then finish what is ready and return."""
+    def run(self, stop: threading.Event, *, idle_sleep: float = 0.05, final_wait: float = 10.0) -> None:
+        """Drain until ``stop`` is set, then finish what becomes ready within ``final_wait`` seconds
+        (entries backing off after a failure may stay queued for the next start)."""
         while not stop.is_set():
             if self.drain_once() == 0:
                 stop.wait(idle_sleep)
-        while self.drain_once():
-            pass
+        deadline = time.monotonic() + final_wait
+        while time.monotonic() < deadline:
+            if self.drain_once():
+                continue
+            wait = self.queue.next_ready_in()
+            if wait is None or wait > deadline - time.monotonic():
+                return
+            time.sleep(min(wait, 0.1))

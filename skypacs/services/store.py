@@ -21,11 +21,16 @@ from skypacs.uids import is_valid_uid
 class IngestNotifier(Protocol):
     """Records that a key is about to be written and must be ingested (embedded mode's queue).
 
-    Called before the write, so that a crash between the write and ingest leaves the key queued; the
-    queue's consumer tolerates keys whose write never completed. On AWS the store itself notifies.
+    ``enqueue`` is called before the write, so that a crash between the write and ingest leaves the
+    key queued, and ``ready`` after it; the queue's consumer tolerates keys whose write never
+    completed. On AWS the store itself notifies.
     """
 
     def enqueue(self, key: str) -> int: ...
+
+    def ready(self, entry_id: int) -> None:
+        """The write of the entry's object completed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,12 @@ class StoreService:
 
     def commit(self, parsed: ParsedInstance, data: bytes) -> StoreReceipt:
         """Queue the object for ingest, then write it (see :class:`IngestNotifier` for the order)."""
-        queue_id = self.notifier.enqueue(parsed.key) if self.notifier is not None else None
-        return StoreReceipt(parsed, self.store.put(parsed.key, data), queue_id)
+        if self.notifier is None:
+            return StoreReceipt(parsed, self.store.put(parsed.key, data))
+        queue_id = self.notifier.enqueue(parsed.key)
+        info = self.store.put(parsed.key, data)
+        self.notifier.ready(queue_id)
+        return StoreReceipt(parsed, info, queue_id)
 
 
 def _check_expected(parsed: ParsedInstance, sop_class: str, sop_instance: str) -> None:

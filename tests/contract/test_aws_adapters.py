@@ -190,12 +190,19 @@ class TestDynamoDbCatalog(CatalogContract):
         writes = [{"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "b"}}}}]
         conflict = {"CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}]}
         with Stubber(client) as stub:
-            stub.add_client_error("transact_write_items", "TransactionCanceledException",
-                                  response_meta=None, modeled_fields=conflict)
+            stub.add_client_error(
+                "transact_write_items",
+                "TransactionCanceledException",
+                response_meta=None,
+                modeled_fields=conflict,
+            )
             stub.add_response("transact_write_items", {})
             catalog._transact(writes, "cannot write")
-            stub.add_client_error("transact_write_items", "TransactionCanceledException",
-                                  modeled_fields={"CancellationReasons": [{"Code": "ValidationError"}]})
+            stub.add_client_error(
+                "transact_write_items",
+                "TransactionCanceledException",
+                modeled_fields={"CancellationReasons": [{"Code": "ValidationError"}]},
+            )
             with pytest.raises(BackendError):
                 catalog._transact(writes, "cannot write")
         assert len(sleeps) == 1
@@ -209,7 +216,9 @@ class TestDynamoDbCatalog(CatalogContract):
 class TestEventBridgeEventBus(EventBusContract):
     @pytest.fixture
     def queue_url(self, aws: None) -> str:
-        return str(boto3.client("sqs", region_name=REGION).create_queue(QueueName="skypacs-plugin")["QueueUrl"])
+        return str(
+            boto3.client("sqs", region_name=REGION).create_queue(QueueName="skypacs-plugin")["QueueUrl"]
+        )
 
     @pytest.fixture
     def event_bus(self, aws: None, queue_url: str) -> EventBridgeEventBus:
@@ -221,9 +230,13 @@ class TestEventBridgeEventBus(EventBusContract):
             EventBusName="skypacs-contract",
             EventPattern=json.dumps({"source": ["skypacs"]}),
         )
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         events.put_targets(
-            Rule="all-archive-events", EventBusName="skypacs-contract", Targets=[{"Id": "plugin", "Arn": queue_arn}]
+            Rule="all-archive-events",
+            EventBusName="skypacs-contract",
+            Targets=[{"Id": "plugin", "Arn": queue_arn}],
         )
         return EventBridgeEventBus("skypacs-contract", client=events)
 
@@ -249,7 +262,10 @@ class TestEventBridgeEventBus(EventBusContract):
         with Stubber(client) as stub:
             stub.add_response(
                 "put_events",
-                {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]},
+                {
+                    "FailedEntryCount": 1,
+                    "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}],
+                },
             )
             with pytest.raises(BackendError, match="InternalFailure"):
                 bus.publish(ArchiveEvent("InstanceStored", {"SOPInstanceUID": "1.2.3"}))
@@ -271,8 +287,12 @@ def test_not_found_is_translated_for_every_read(aws: None) -> None:
     client = boto3.client("s3", region_name=REGION)
     client.create_bucket(Bucket="skypacs-nf")
     store = S3ObjectStore("skypacs-nf", client=client)
-    for read in (lambda: store.head("x"), lambda: store.open("x"), lambda: store.read_range("x", 0, 0),
-                 lambda: store.move("x", "y")):
+    for read in (
+        lambda: store.head("x"),
+        lambda: store.open("x"),
+        lambda: store.read_range("x", 0, 0),
+        lambda: store.move("x", "y"),
+    ):
         with pytest.raises(NotFound) as caught:
             read()
         assert isinstance(caught.value.__cause__, ClientError)

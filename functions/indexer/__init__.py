@@ -1,0 +1,1 @@
+"""The indexer Lambda: S3 object-created notifications from SQS -> ingest."""

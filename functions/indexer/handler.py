@@ -1,0 +1,130 @@
+"""The indexer Lambda: S3 "object created" notifications, delivered through SQS, into ingest.
+
+S3 -> SQS -> this function, with ``ReportBatchItemFailures`` on the event source mapping and a
+dead-letter queue behind the SQS queue (DESIGN.md "Limits that shape the AWS design"): a record whose
+ingest fails is reported in ``batchItemFailures`` and comes back after the visibility timeout; the others
+are deleted from the queue. Ingest is idempotent, so a redelivered record is a no-op.
+
+A message body is one of:
+
+- an S3 event notification, ``{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+  "s3": {"bucket": {"name": ...}, "object": {"key": ..., "size": ..., "eTag": ...}}}]}``; S3 URL-encodes
+  the key there (form encoding: a space is ``+``);
+- the ``s3:TestEvent`` S3 sends when the notification is configured: acknowledged, nothing to do;
+- an EventBridge ``Object Created`` event from ``aws.s3`` (when the bucket notifies EventBridge and a rule
+  targets the queue); its key is taken as it is.
+
+Only keys under ``studies/`` and ``incoming/`` are ingested. Everything else is acknowledged and skipped,
+above all ``quarantine/``: moving a refused object there creates an object too, which must not come
+back to ingest. Outcome ``quarantined`` is a success: the object is kept, with its reason.
+
+Logs are Powertools JSON lines with the SQS message id as correlation id, and name keys, outcomes and
+reasons only, never metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from skypacs import aws
+from skypacs.keys import INCOMING_PREFIX, STUDIES_PREFIX
+
+INGESTED_PREFIXES = (STUDIES_PREFIX, INCOMING_PREFIX)
+
+logger = Logger(service="skypacs-indexer")
+processor = BatchProcessor(event_type=EventType.SQS)
+_logging_configured = False
+
+
+@dataclass(frozen=True)
+class CreatedObject:
+    bucket: str
+    key: str
+    size: int | None
+    etag: str | None
+
+
+class UnrecognisedMessage(ValueError):
+    """A message this function does not understand: it fails, so it ends in the dead-letter queue."""
+
+
+def created_objects(body: Mapping[str, Any]) -> list[CreatedObject]:
+    """The objects an SQS message body announces as created (none for a test event or other events)."""
+    if body.get("Event") == "s3:TestEvent":
+        return []
+    if isinstance(body.get("Records"), list):
+        created = []
+        for record in body["Records"]:
+            if record.get("eventSource") != "aws:s3":
+                raise UnrecognisedMessage(f"record from {record.get('eventSource')!r}, expected aws:s3")
+            if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+                continue
+            s3 = record["s3"]
+            obj = s3["object"]
+            created.append(
+                CreatedObject(
+                    s3["bucket"]["name"], unquote_plus(obj["key"]), obj.get("size"), obj.get("eTag")
+                )
+            )
+        return created
+    if body.get("source") == "aws.s3" and isinstance(body.get("detail"), Mapping):
+        if body.get("detail-type") != "Object Created":
+            return []
+        detail = body["detail"]
+        obj = detail["object"]
+        return [CreatedObject(detail["bucket"]["name"], obj["key"], obj.get("size"), obj.get("etag"))]
+    raise UnrecognisedMessage("neither an S3 notification nor an EventBridge S3 event")
+
+
+def record_handler(record: SQSRecord) -> None:
+    logger.set_correlation_id(record.message_id)
+    archive = aws.archive()
+    for obj in created_objects(json.loads(record.body)):
+        if obj.bucket != archive.store.bucket:
+            raise UnrecognisedMessage(
+                f"notification for bucket {obj.bucket}, this archive uses {archive.store.bucket}"
+            )
+        if not obj.key.startswith(INGESTED_PREFIXES):
+            logger.info("skipped", extra={"key": obj.key, "outcome": "skipped"})
+            continue
+        try:
+            result = archive.ingest_service.ingest(obj.key, etag=obj.etag or None, size=obj.size)
+        except Exception as exc:
+            logger.exception("ingest failed", extra={"key": obj.key, "error": type(exc).__name__})
+            raise
+        logger.info(
+            "ingested",
+            extra={
+                "key": obj.key,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "stored_key": result.key,
+            },
+        )
+
+
+def _configure_logging() -> None:
+    """Send the core's ``logging`` records through the Powertools JSON handler (once per container)."""
+    global _logging_configured
+    if not _logging_configured:
+        copy_config_to_registered_loggers(source_logger=logger, include={"skypacs"})
+        _logging_configured = True
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    _configure_logging()
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
