@@ -28,6 +28,8 @@ from skypacs.adapters.eventbridge import EventBridgeEventBus
 from skypacs.adapters.s3 import S3ObjectStore
 from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS, ENV_EXTRA_SOP_CLASSES
 from skypacs.services.ingest import IngestService
+from skypacs.services.quarantine import Quarantine
+from skypacs.services.store import StoreService
 
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
 """botocore's standard retry mode: throttling and transient errors back off and retry in the SDK."""
@@ -81,6 +83,16 @@ class AwsArchive:
     def ingest_service(self) -> IngestService:
         return IngestService(
             self.store, self.catalog, None, self.events, extra_sop_classes=self.extra_sop_classes
+        )
+
+    @cached_property
+    def store_service(self) -> StoreService:
+        """The gateway's intake: S3 notifies the indexer, so no notifier; refused transfers are kept
+        under ``quarantine/`` with a catalog record (the task role may PutItem on the table)."""
+        return StoreService(
+            self.store,
+            quarantine=Quarantine(self.store, self.catalog),
+            extra_sop_classes=self.extra_sop_classes,
         )
 
 

@@ -20,6 +20,8 @@ from skypacs.config import (
     DEFAULT_DATA_DIR,
     ENV_AE_TITLE,
     ENV_ALLOWED_AES,
+    ENV_BUCKET,
+    ENV_CATALOG_TABLE,
     ENV_CONFIG,
     ENV_DATA_DIR,
     ENV_DIMSE_PORT,
@@ -75,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=int, help="DICOMweb port (the DICOMweb API arrives in a later release; reserved)"
     )
 
+    gateway = commands.add_parser(
+        "gateway",
+        help="run the DIMSE gateway of an AWS deployment (C-STORE into S3)",
+        description="The gateway container's command on AWS: a C-ECHO/C-STORE SCP that writes each "
+        f"object to the S3 bucket named by {ENV_BUCKET}; the bucket's notifications feed the indexer "
+        f"Lambda. Refused objects are quarantined in the bucket and recorded in the {ENV_CATALOG_TABLE} "
+        f"table. Configured from the environment ({ENV_AE_TITLE}, {ENV_DIMSE_PORT}, {ENV_ALLOWED_AES}, "
+        "SKYPACS_MAX_PDU, SKYPACS_EXTRA_SOP_CLASSES). SIGTERM finishes in-flight stores, then exits.",
+    )
+    gateway.add_argument("--ae-title", help=f"called AE title; env {ENV_AE_TITLE}")
+    gateway.add_argument("--dimse-port", type=int, help=f"DIMSE TCP port; env {ENV_DIMSE_PORT}")
+    gateway.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    gateway.add_argument("--log-json", action="store_true", default=True, help=argparse.SUPPRESS)
+
     imp = commands.add_parser(
         "import",
         help="bulk-load DICOM files and folders",
@@ -111,8 +127,48 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(data_dir=args.data_dir, config_file=args.config, overrides=overrides)
 
 
+def _gateway_options(settings: Settings) -> Any:
+    from skypacs.dimse.server import GatewayOptions
+
+    return GatewayOptions(
+        ae_title=settings.ae_title,
+        host=settings.dimse_host,
+        port=settings.dimse_port,
+        allowed_aes=settings.allowed_aes,
+        max_pdu=settings.max_pdu,
+        extra_sop_classes=settings.extra_sop_classes,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        logger.info("received %s: finishing in-flight stores", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stopping
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """The AWS gateway task: C-STORE into S3; the indexer Lambda takes it from there."""
+    from skypacs.aws import archive
+    from skypacs.dimse.server import Gateway
+
+    settings = load_settings(environ=os.environ, overrides={"ae_title": args.ae_title, "dimse_port": args.dimse_port})
+    gateway = Gateway(_gateway_options(settings), archive().store_service)
+    stopping = _stop_on_signals()
+    gateway.start()
+    print(f"SkyPACS gateway: DIMSE listening as {settings.ae_title} on port {gateway.port}", flush=True)
+    stopping.wait()
+    gateway.stop()
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from skypacs.dimse.server import Gateway, GatewayOptions
+    from skypacs.dimse.server import Gateway
     from skypacs.embedded import EmbeddedArchive, start_indexer_process
 
     allowed = None
@@ -132,25 +188,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if removed:
         logger.info("removed %d partial writes left by an earlier crash (never acknowledged)", removed)
     indexer, stop_indexer = start_indexer_process(settings, log_level=args.log_level, json_logs=args.log_json)
-    gateway = Gateway(
-        GatewayOptions(
-            ae_title=settings.ae_title,
-            host=settings.dimse_host,
-            port=settings.dimse_port,
-            allowed_aes=settings.allowed_aes,
-            max_pdu=settings.max_pdu,
-            extra_sop_classes=settings.extra_sop_classes,
-        ),
-        archive.store_service,
-    )
-    stopping = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        logger.info("received %s: finishing in-flight stores", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    gateway = Gateway(_gateway_options(settings), archive.store_service)
+    stopping = _stop_on_signals()
     try:
         gateway.start()
     except OSError as exc:
@@ -234,7 +273,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"serve": cmd_serve, "import": cmd_import, "quarantine": cmd_quarantine, "queue": cmd_queue}
+COMMANDS = {"gateway": cmd_gateway, "serve": cmd_serve, "import": cmd_import, "quarantine": cmd_quarantine, "queue": cmd_queue}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
