@@ -99,7 +99,9 @@ def record_handler(record: SQSRecord) -> None:
             logger.info("skipped", extra={"key": obj.key, "outcome": "skipped"})
             continue
         try:
-            result = archive.ingest_service.ingest(obj.key, etag=obj.etag or None, size=obj.size)
+            # The notification's eTag is S3's, not the content MD5 under SSE-KMS (see skypacs.adapters.s3):
+            # let ingest HEAD the object for the fingerprint it compares.
+            result = archive.ingest_service.ingest(obj.key)
         except Exception as exc:
             logger.exception("ingest failed", extra={"key": obj.key, "error": type(exc).__name__})
             raise

@@ -1,12 +1,13 @@
 """ObjectStore on Amazon S3, for the AWS archive.
 
-ETags. ``ObjectInfo.etag`` is S3's ETag without its quotes. For a single-part object stored unencrypted
-or with SSE-S3 that is the MD5 hex digest of the bytes, the fingerprint the ObjectStore contract asks for;
-the archive keeps every object single-part up to S3's 5 GB single-request limit (``put`` never uses
-multipart, and ``move`` copies with one CopyObject up to 5 GB) so that equal bytes keep equal etags.
-With SSE-KMS (or SSE-C) S3 documents the ETag as *not* an MD5 digest: equal bytes are then not
-guaranteed equal etags, and ingest would record an identical re-send as a replacement. Buckets meant to
-keep that guarantee use SSE-S3 default encryption.
+Content fingerprints. The ObjectStore contract's ``etag`` is the MD5 hex digest of the bytes. S3's own
+ETag is that only for single-part objects without SSE-KMS; the archive's bucket is SSE-KMS encrypted,
+where S3 documents the ETag as *not* an MD5 digest. So ``put`` computes the MD5 itself, sends it as
+``Content-MD5`` (S3 rejects a body that arrives different) and keeps it as the user metadata
+``content-md5``, which ``head`` reports and ``move`` carries over (CopyObject copies metadata). For
+objects written by other tools (an upload under ``incoming/``), ``head`` falls back to S3's ETag.
+``list`` reports S3's ETags: listings carry no user metadata. S3's ETag still guards the conditional
+copy and delete of ``move``. ``put`` never uses multipart (S3's 5 GB single-request limit applies).
 
 Encryption. ``put`` and ``move`` ask for SSE-KMS only when a ``kms_key_id`` is given (with an S3 Bucket
 Key, which cuts KMS requests to about one per object prefix and time window); otherwise nothing is
@@ -18,6 +19,8 @@ failure is :class:`BackendError`, which the indexer's queue retries.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     S3Client = Any
     """``mypy_boto3_s3.S3Client`` where the stubs are installed."""
 
+CONTENT_MD5_METADATA = "content-md5"
+"""User metadata (``x-amz-meta-content-md5``) holding the MD5 hex digest of the object's bytes."""
 SINGLE_REQUEST_LIMIT = 5 * 1024**3
 """S3's limit for one PutObject or CopyObject; above it, writes and copies need multipart."""
 
@@ -58,35 +63,43 @@ class S3ObjectStore:
 
     def put(self, key: str, data: bytes | BinaryIO) -> ObjectInfo:
         if isinstance(data, (bytes, bytearray, memoryview)):
-            return self._put(key, bytes(data), len(data))
+            body = bytes(data)
+            return self._put(key, body, len(body), hashlib.md5(body, usedforsecurity=False))
         if _is_seekable(data):
             start = data.tell()
-            size = data.seek(0, io.SEEK_END) - start
+            digest = hashlib.md5(usedforsecurity=False)
+            while chunk := data.read(_READ_CHUNK):
+                digest.update(chunk)
+            size = data.tell() - start
             data.seek(start)
-            return self._put(key, data, size)
+            return self._put(key, data, size, digest)
         # botocore needs a length and a rewindable body (it retries): spool a one-way stream first.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+            digest = hashlib.md5(usedforsecurity=False)
             while chunk := data.read(_READ_CHUNK):
                 spool.write(chunk)
+                digest.update(chunk)
             size = spool.tell()
             spool.seek(0)
-            return self._put(key, spool, size)  # type: ignore[arg-type]
+            return self._put(key, spool, size, digest)  # type: ignore[arg-type]
 
-    def _put(self, key: str, body: bytes | BinaryIO, size: int) -> ObjectInfo:
+    def _put(self, key: str, body: bytes | BinaryIO, size: int, digest: Any) -> ObjectInfo:
         if size > SINGLE_REQUEST_LIMIT:
             raise BackendError(f"object {key} has {size} bytes, more than S3's 5 GB single-request limit")
         try:
-            response = self.client.put_object(
+            self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
                 ContentLength=size,
+                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
                 ContentType="application/dicom",
+                Metadata={CONTENT_MD5_METADATA: digest.hexdigest()},
                 **self._encryption,
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"cannot write object {key}") from exc
-        return ObjectInfo(key=key, size=size, etag=_etag(response["ETag"]))
+        return ObjectInfo(key=key, size=size, etag=digest.hexdigest())
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -116,11 +129,17 @@ class S3ObjectStore:
         return data
 
     def head(self, key: str) -> ObjectInfo:
+        return self._head(key)[0]
+
+    def _head(self, key: str) -> tuple[ObjectInfo, str]:
+        """The object's info (content MD5 as etag) and S3's own ETag (for conditional requests)."""
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"cannot read object {key}") from exc
-        return ObjectInfo(key=key, size=int(response["ContentLength"]), etag=_etag(response["ETag"]))
+        s3_etag = _etag(response["ETag"])
+        content_md5 = response.get("Metadata", {}).get(CONTENT_MD5_METADATA) or s3_etag
+        return ObjectInfo(key=key, size=int(response["ContentLength"]), etag=content_md5), s3_etag
 
     def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too: deleting is idempotent without a check.
@@ -132,35 +151,35 @@ class S3ObjectStore:
     def move(self, source_key: str, target_key: str) -> ObjectInfo:
         """Copy, then delete the source if it is still the object that was copied.
 
-        Both steps are conditional on the source's ETag: a source overwritten between the two (a new
+        Both steps are conditional on the source's S3 ETag: a source overwritten between the two (a new
         upload under the same name) is neither copied half-changed nor deleted; its own notification
-        ingests it. Up to 5 GB the copy is one CopyObject, which keeps the ETag; beyond, the managed
-        transfer copies in parts (the target then has a multipart ETag).
+        ingests it. Up to 5 GB the copy is one CopyObject; beyond, the managed transfer copies in parts.
+        Either way the user metadata, and so the content MD5, goes with the object.
         """
-        source = self.head(source_key)
+        source, s3_etag = self._head(source_key)
         try:
             if source.size <= SINGLE_REQUEST_LIMIT:
-                response = self.client.copy_object(
+                self.client.copy_object(
                     Bucket=self.bucket,
                     Key=target_key,
                     CopySource={"Bucket": self.bucket, "Key": source_key},
-                    CopySourceIfMatch=f'"{source.etag}"',
+                    CopySourceIfMatch=f'"{s3_etag}"',
                     **self._encryption,
                 )
-                target = ObjectInfo(target_key, source.size, _etag(response["CopyObjectResult"]["ETag"]))
+                target = ObjectInfo(target_key, source.size, source.etag)
             else:
                 self.client.copy(
                     {"Bucket": self.bucket, "Key": source_key},
                     self.bucket,
                     target_key,
-                    ExtraArgs={"CopySourceIfMatch": f'"{source.etag}"', **self._encryption},
+                    ExtraArgs={"CopySourceIfMatch": f'"{s3_etag}"', **self._encryption},
                     Config=TransferConfig(multipart_threshold=SINGLE_REQUEST_LIMIT + 1),
                 )
                 target = self.head(target_key)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"cannot copy object {source_key} to {target_key}") from exc
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=source_key, IfMatch=f'"{source.etag}"')
+            self.client.delete_object(Bucket=self.bucket, Key=source_key, IfMatch=f'"{s3_etag}"')
         except ClientError as exc:
             if _code(exc) not in ("PreconditionFailed", "412"):
                 raise _translate(exc, f"cannot delete object {source_key} after copying it") from exc
@@ -170,7 +189,9 @@ class S3ObjectStore:
         return target
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix``, in key order (S3 lists UTF-8 binary order)."""
+        """Objects whose key starts with ``prefix``, in key order (S3 lists UTF-8 binary order).
+
+        The etags are S3's (a listing has no user metadata): use :meth:`head` for the content MD5."""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

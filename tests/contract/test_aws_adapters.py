@@ -114,6 +114,24 @@ class TestS3ObjectStore(ObjectStoreContract):
         assert client.head_object(Bucket="skypacs-kms", Key="b.dcm").get("ServerSideEncryption") != "aws:kms"
 
 
+
+class TestS3ObjectStoreOnKmsBucket(ObjectStoreContract):
+    """The deployed bucket is SSE-KMS by default, where S3's ETag is not the MD5 of the bytes: the
+    contract (equal bytes, equal etags) must hold there too."""
+
+    @pytest.fixture
+    def object_store(self, aws: None) -> S3ObjectStore:
+        client = boto3.client("s3", region_name=REGION)
+        key_id = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+        client.create_bucket(Bucket="skypacs-kms")
+        client.put_bucket_encryption(
+            Bucket="skypacs-kms",
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id}}]
+            },
+        )
+        return S3ObjectStore("skypacs-kms", client=client)
+
 class TestDynamoDbCatalog(CatalogContract):
     @pytest.fixture
     def catalog(self, aws: None) -> DynamoDbCatalog:

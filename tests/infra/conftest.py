@@ -11,6 +11,7 @@ This directory deliberately has no ``__init__.py``: with pytest's default ``prep
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # bare `pytest` (which, unlike `python -m pytest`, does not put the working directory on sys.path).
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+# jsii prints a screenful about Node.js 20's end of life on every synthesis; Debian's Node is 20.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 @pytest.fixture(scope="session")
