@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +31,8 @@ from skypacs.services.quarantine import Quarantine
 from skypacs.services.store import StoreService
 
 logger = logging.getLogger(__name__)
+
+INDEXER_NICENESS = 10
 
 
 @dataclass
@@ -83,6 +86,9 @@ def run_indexer_process(settings: Settings, stop: threading.Event, log_level: st
     """Entry point of the indexer process under ``skypacs serve``: drain the queue until told to stop."""
     from skypacs.logs import configure_logging
 
+    # Answering C-STOREs comes first: on a busy machine the indexer yields the CPU and catches up after
+    # the burst (indexing is asynchronous anyway; the queue is durable).
+    os.nice(INDEXER_NICENESS)
     configure_logging(level=log_level, json_format=json_logs, log_identifiers=settings.log_identifiers)
     parent = multiprocessing.parent_process()
     if parent is not None:

@@ -83,20 +83,26 @@ class RangedReader(io.RawIOBase):
 
 
 @dataclass(frozen=True)
-class ParsedInstance:
-    """The validated identity and metadata of one instance."""
+class InstanceIdentity:
+    """What the archive files an instance under, validated: enough for an edge to accept it."""
 
     StudyInstanceUID: str
     SeriesInstanceUID: str
     SOPInstanceUID: str
     SOPClassUID: str
     TransferSyntaxUID: str
-    PatientID: str
-    metadata: DicomJson
 
     @property
     def key(self) -> str:
         return instance_key(self.StudyInstanceUID, self.SeriesInstanceUID, self.SOPInstanceUID)
+
+
+@dataclass(frozen=True)
+class ParsedInstance(InstanceIdentity):
+    """The identity plus the DICOM JSON metadata ingest catalogs and indexes."""
+
+    PatientID: str
+    metadata: DicomJson
 
 
 def read_header(stream: BinaryIO, size: int | None = None) -> Dataset:
@@ -170,13 +176,14 @@ def _read_at(stream: BinaryIO, offset: int, length: int) -> bytes:
     return stream.read(length)
 
 
-def parse_instance(
-    dataset: Dataset, *, extra_sop_classes: frozenset[str] = frozenset()
-) -> ParsedInstance:
-    """Validate what the archive keys on and convert the header to DICOM JSON.
+def identify(dataset: Dataset, *, extra_sop_classes: frozenset[str] = frozenset()) -> InstanceIdentity:
+    """Validate what the archive keys on, without converting the rest of the header.
 
     Rejects (typed, with a reason code) what cannot be archived correctly: missing or malformed
-    Study/Series/SOP Instance UIDs and SOP Class UID, and SOP classes that are not storage classes (unless configured in ``extra_sop_classes``).
+    Study/Series/SOP Instance UIDs and SOP Class UID, and SOP classes that are not storage classes
+    (unless configured in ``extra_sop_classes``). A file meta MediaStorageSOPInstanceUID that disagrees
+    with the dataset is common in real files (rtplan.dcm in pydicom's own test data); the dataset's
+    SOPInstanceUID is authoritative (PS3.10 7.1).
     """
     values: dict[str, str] = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
@@ -185,27 +192,34 @@ def parse_instance(
         if not value:
             raise MissingAttribute(f"{keyword} is missing or empty", reason="missing-attribute")
         values[keyword] = check_uid(keyword, value)
-    meta = dataset.file_meta
-    transfer_syntax = str(meta.get("TransferSyntaxUID", "")).strip()
+    transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")).strip()
     if not transfer_syntax:
         raise MissingAttribute("file meta TransferSyntaxUID is missing")
     check_uid("TransferSyntaxUID", transfer_syntax)
-    # A file meta MediaStorageSOPInstanceUID that disagrees with the dataset is common in real files
-    # (rtplan.dcm in pydicom's own test data); the dataset's SOPInstanceUID is authoritative (PS3.10 7.1).
     sop_class = values["SOPClassUID"]
     if not (is_storage_sop_class(sop_class) or sop_class in extra_sop_classes):
         raise UnsupportedSOPClass(
             f"SOPClassUID {sop_class} is not a storage SOP class this archive accepts "
             f"(add it to dimse.extra_sop_classes to accept it)"
         )
-    metadata = dataset_to_dicom_json(dataset)
-    patient_id = first_value(metadata, "PatientID")
-    return ParsedInstance(
+    return InstanceIdentity(
         StudyInstanceUID=values["StudyInstanceUID"],
         SeriesInstanceUID=values["SeriesInstanceUID"],
         SOPInstanceUID=values["SOPInstanceUID"],
         SOPClassUID=sop_class,
         TransferSyntaxUID=transfer_syntax,
+    )
+
+
+def parse_instance(
+    dataset: Dataset, *, extra_sop_classes: frozenset[str] = frozenset()
+) -> ParsedInstance:
+    """:func:`identify`, then convert the header to DICOM JSON for the catalog and the index."""
+    identity = identify(dataset, extra_sop_classes=extra_sop_classes)
+    metadata = dataset_to_dicom_json(dataset)
+    patient_id = first_value(metadata, "PatientID")
+    return ParsedInstance(
+        **{field: getattr(identity, field) for field in InstanceIdentity.__dataclass_fields__},
         PatientID=str(patient_id) if patient_id is not None else "",
         metadata=metadata,
     )
@@ -220,5 +234,11 @@ def parse_stored_object(
 
 
 def parse_bytes(data: bytes, *, extra_sop_classes: frozenset[str] = frozenset()) -> ParsedInstance:
-    """Parse and validate a whole object held in memory (gateway, import, STOW)."""
+    """Parse and validate a whole object held in memory, metadata included (import)."""
     return parse_instance(read_header(io.BytesIO(data), len(data)), extra_sop_classes=extra_sop_classes)
+
+
+def identify_bytes(data: bytes, *, extra_sop_classes: frozenset[str] = frozenset()) -> InstanceIdentity:
+    """Validate a whole object held in memory, cheaply: the edges' check before they store (C-STORE,
+    STOW), which must not pay for the metadata conversion that ingest does anyway."""
+    return identify(read_header(io.BytesIO(data), len(data)), extra_sop_classes=extra_sop_classes)

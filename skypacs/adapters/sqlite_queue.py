@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from skypacs.adapters.sqlite_db import SqliteDatabase
+from skypacs.ports import ObjectInfo
 
 MAX_ATTEMPTS = 8
 WRITE_GRACE_SECONDS = 30.0
@@ -29,7 +30,9 @@ CREATE TABLE IF NOT EXISTS ingest_queue (
     not_before REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     dead INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    etag TEXT,
+    size INTEGER
 );
 CREATE INDEX IF NOT EXISTS ingest_queue_ready ON ingest_queue (dead, not_before, id);
 """
@@ -41,6 +44,9 @@ class QueueEntry:
     key: str
     enqueued_at: float
     attempts: int
+    etag: str | None = None
+    size: int | None = None
+    """What the writer reported when it marked the entry ready, so ingest need not re-read the object."""
 
 
 @dataclass(frozen=True)
@@ -65,17 +71,18 @@ class SqliteIngestQueue:
             )
             return int(cursor.lastrowid or 0)
 
-    def ready(self, entry_id: int) -> None:
-        """The object is written: make its entry available to the indexer now."""
+    def ready(self, entry_id: int, info: ObjectInfo | None = None) -> None:
+        """The object is written: make its entry available to the indexer now, with its size and etag."""
         with self.db.transaction() as connection:
             connection.execute(
-                "UPDATE ingest_queue SET not_before = ? WHERE id = ? AND attempts = 0", (self.clock(), entry_id)
+                "UPDATE ingest_queue SET not_before = ?, etag = ?, size = ? WHERE id = ? AND attempts = 0",
+                (self.clock(), info.etag if info else None, info.size if info else None, entry_id),
             )
 
     def claim(self, limit: int = 64) -> list[QueueEntry]:
         """Ready entries in arrival order. Only one indexer consumes a queue, so no lease is needed."""
         rows = self.db.connection().execute(
-            "SELECT id, key, enqueued_at, attempts FROM ingest_queue "
+            "SELECT id, key, enqueued_at, attempts, etag, size FROM ingest_queue "
             "WHERE dead = 0 AND not_before <= ? ORDER BY id LIMIT ?",
             (self.clock(), limit),
         )

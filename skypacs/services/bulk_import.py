@@ -19,6 +19,7 @@ from typing import Literal
 
 from skypacs.config import Settings
 from skypacs.errors import BackendError, InvalidObject
+from skypacs.parsing import parse_bytes
 
 FileOutcome = Literal["stored", "replaced", "already present", "rejected", "failed"]
 
@@ -82,7 +83,7 @@ def import_file(path: str) -> FileResult:
     except OSError as exc:
         return FileResult(path, "failed", "unreadable", exc.strerror or str(exc))
     try:
-        parsed = archive.store_service.validate(data, keep_rejected=False)
+        parsed = parse_bytes(data, extra_sop_classes=archive.settings.extra_sop_classes)
         existing = archive.catalog.get_instance(parsed.SOPInstanceUID)
         if existing is not None and existing.key == parsed.key:
             if existing.etag == hashlib.md5(data, usedforsecurity=False).hexdigest():

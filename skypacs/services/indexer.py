@@ -51,7 +51,9 @@ class QueueIndexer:
 
     def _process(self, entry: QueueEntry) -> bool:
         try:
-            result = self.ingest.ingest(entry.key)
+            # The writer's etag describes what it wrote; a later overwrite has its own entry, and
+            # ingesting with a stale etag is settled by that entry (the catalog then records a replacement).
+            result = self.ingest.ingest(entry.key, etag=entry.etag, size=entry.size)
         except SkyPacsError as exc:
             return self._retry(entry, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug must not wedge the queue: retry, then dead-letter

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from skypacs.errors import InvalidObject
-from skypacs.parsing import ParsedInstance, parse_bytes
+from skypacs.parsing import InstanceIdentity, identify_bytes
 from skypacs.ports import ObjectInfo, ObjectStore
 from skypacs.services.quarantine import Quarantine
 from skypacs.uids import is_valid_uid
@@ -28,14 +28,14 @@ class IngestNotifier(Protocol):
 
     def enqueue(self, key: str) -> int: ...
 
-    def ready(self, entry_id: int) -> None:
-        """The write of the entry's object completed."""
+    def ready(self, entry_id: int, info: ObjectInfo) -> None:
+        """The write of the entry's object completed, with this size and etag."""
         ...
 
 
 @dataclass(frozen=True)
 class StoreReceipt:
-    parsed: ParsedInstance
+    identity: InstanceIdentity
     info: ObjectInfo
     queue_id: int | None = None
     """The notifier's entry for this object, for a writer that ingests inline and acks it."""
@@ -74,42 +74,40 @@ class StoreService:
         *,
         expected_sop_class: str = "",
         expected_sop_instance: str = "",
-        keep_rejected: bool = True,
-    ) -> ParsedInstance:
-        """Parse and check an object before anything is written.
+    ) -> InstanceIdentity:
+        """Check an object before anything is written.
 
         ``expected_*`` are what the sender announced (C-STORE Affected SOP Class/Instance UID); a
         dataset that contradicts them is refused (PS3.4 B.2.3: 0xA900 for the class). Refused bytes
-        are quarantined unless ``keep_rejected`` is false (a caller whose source keeps them, like import).
+        are quarantined.
         """
         try:
-            parsed = parse_bytes(data, extra_sop_classes=self.extra_sop_classes)
-            _check_expected(parsed, expected_sop_class, expected_sop_instance)
+            identity = identify_bytes(data, extra_sop_classes=self.extra_sop_classes)
+            _check_expected(identity, expected_sop_class, expected_sop_instance)
         except InvalidObject as exc:
-            if keep_rejected:
-                name = expected_sop_instance if is_valid_uid(expected_sop_instance) else "object"
-                self.quarantine.keep(data, f"{name}.dcm", exc.reason, str(exc))
+            name = expected_sop_instance if is_valid_uid(expected_sop_instance) else "object"
+            self.quarantine.keep(data, f"{name}.dcm", exc.reason, str(exc))
             raise
-        return parsed
+        return identity
 
-    def commit(self, parsed: ParsedInstance, data: bytes) -> StoreReceipt:
+    def commit(self, identity: InstanceIdentity, data: bytes) -> StoreReceipt:
         """Queue the object for ingest, then write it (see :class:`IngestNotifier` for the order)."""
         if self.notifier is None:
-            return StoreReceipt(parsed, self.store.put(parsed.key, data))
-        queue_id = self.notifier.enqueue(parsed.key)
-        info = self.store.put(parsed.key, data)
-        self.notifier.ready(queue_id)
-        return StoreReceipt(parsed, info, queue_id)
+            return StoreReceipt(identity, self.store.put(identity.key, data))
+        queue_id = self.notifier.enqueue(identity.key)
+        info = self.store.put(identity.key, data)
+        self.notifier.ready(queue_id, info)
+        return StoreReceipt(identity, info, queue_id)
 
 
-def _check_expected(parsed: ParsedInstance, sop_class: str, sop_instance: str) -> None:
-    if sop_class and sop_class != parsed.SOPClassUID:
+def _check_expected(identity: InstanceIdentity, sop_class: str, sop_instance: str) -> None:
+    if sop_class and sop_class != identity.SOPClassUID:
         raise InvalidObject(
-            f"dataset SOPClassUID {parsed.SOPClassUID} differs from the announced {sop_class}",
+            f"dataset SOPClassUID {identity.SOPClassUID} differs from the announced {sop_class}",
             reason="sop-class-mismatch",
         )
-    if sop_instance and sop_instance != parsed.SOPInstanceUID:
+    if sop_instance and sop_instance != identity.SOPInstanceUID:
         raise InvalidObject(
-            f"dataset SOPInstanceUID {parsed.SOPInstanceUID} differs from the announced {sop_instance}",
+            f"dataset SOPInstanceUID {identity.SOPInstanceUID} differs from the announced {sop_instance}",
             reason="uid-mismatch",
         )

@@ -111,7 +111,7 @@ def test_objects_written_but_not_indexed_are_indexed_on_next_start(server: Serve
     expected = set()
     for name in FILES:
         receipt = archive.store_service.store_part10(dicom_file(name).read_bytes())
-        expected.add(receipt.parsed.SOPInstanceUID)
+        expected.add(receipt.identity.SOPInstanceUID)
     assert archive.catalog.count_instances() == 0 and archive.queue.counts().pending == len(FILES)
     server.start()
     server.wait_instances(expected)
