@@ -129,9 +129,8 @@ def load_settings(
     directory = Path(data_dir or environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
     settings = Settings(data_dir=directory)
     path = Path(config_file or environ.get(ENV_CONFIG) or settings.config_file)
-    if config_file is not None or environ.get(ENV_CONFIG):
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+    if (config_file is not None or environ.get(ENV_CONFIG)) and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
     if path.is_file():
         settings = replace(settings, **_from_file(path))
     settings = replace(settings, **_from_env(environ))

@@ -93,7 +93,11 @@ def run_indexer_process(settings: Settings, stop: threading.Event, log_level: st
     parent = multiprocessing.parent_process()
     if parent is not None:
         # If serve dies without stopping us (SIGKILL, OOM), stop too: the queue keeps what is left.
-        threading.Thread(target=lambda: (parent.join(), stop.set()), name="parent-watch", daemon=True).start()
+        def stop_with_parent() -> None:
+            parent.join()
+            stop.set()
+
+        threading.Thread(target=stop_with_parent, name="parent-watch", daemon=True).start()
     archive = EmbeddedArchive(settings)
     indexer = archive.indexer()
     pending = archive.queue.counts().pending

@@ -85,7 +85,7 @@ def dataset_to_dicom_json(dataset: Dataset, _path: str = "") -> DicomJson:
 
 def raw_elements(dataset: Dataset) -> Iterator[DataElement | RawDataElement]:
     """Elements as read, without loading deferred values (``Dataset.elements()`` would load them)."""
-    for tag in dataset.keys():
+    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements, not tags
         yield dataset.get_item(tag, keep_deferred=True)
 
 

@@ -142,7 +142,7 @@ def _check_not_truncated(dataset: Dataset, stream: BinaryIO, size: int) -> None:
     head = _read_at(stream, position, 12)
     if len(head) < 8:
         raise NotDicom(f"object truncated: {size} bytes, ends inside an element header at {position}")
-    little = not (transfer_syntax == "1.2.840.10008.1.2.2")
+    little = transfer_syntax != "1.2.840.10008.1.2.2"
     group, element = struct.unpack("<HH" if little else ">HH", head[:4])
     if (group << 16 | element) not in _PIXEL_TAGS:
         return

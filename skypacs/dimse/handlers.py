@@ -3,13 +3,15 @@ becomes a DIMSE status (STYLE.md, after pynetdicom's qrscp app)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
+from typing import cast
 
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import events
+from pynetdicom.dimse_primitives import C_STORE
 
 from skypacs import __version__
 from skypacs.dimse.status import Status, status_dataset, status_for
@@ -39,7 +41,7 @@ def part10_bytes(event: events.Event, calling_ae: str) -> bytes:
     meta = event.file_meta
     meta.SourceApplicationEntityTitle = calling_ae
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    header = io.BytesIO()
+    header = DicomBytesIO()
     write_file_meta_info(header, meta, enforce_standard=True)
     return b"".join((b"\x00" * 128, b"DICM", header.getvalue(), event.encoded_dataset(include_meta=False)))
 
@@ -49,7 +51,7 @@ def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
 
     The answer waits only for the durable write; indexing follows from the ingest queue.
     """
-    request = event.request
+    request = cast(C_STORE, event.request)
     calling = event.assoc.requestor.ae_title
     try:
         data = part10_bytes(event, calling)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -59,7 +60,7 @@ class Gateway:
     def __init__(self, options: GatewayOptions, store_service: StoreService) -> None:
         self.options = options
         self.ae = build_ae(options)
-        self._handlers = [
+        self._handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handlers.handle_conn_open),
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [store_service]),

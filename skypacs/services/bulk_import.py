@@ -85,9 +85,12 @@ def import_file(path: str) -> FileResult:
     try:
         parsed = parse_bytes(data, extra_sop_classes=archive.settings.extra_sop_classes)
         existing = archive.catalog.get_instance(parsed.SOPInstanceUID)
-        if existing is not None and existing.key == parsed.key:
-            if existing.etag == hashlib.md5(data, usedforsecurity=False).hexdigest():
-                return FileResult(path, "already present", key=parsed.key)
+        if (
+            existing is not None
+            and existing.key == parsed.key
+            and existing.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+        ):
+            return FileResult(path, "already present", key=parsed.key)
         receipt = archive.store_service.commit(parsed, data)
         result = archive.ingest_service.ingest_parsed(parsed, receipt.info)
         if receipt.queue_id is not None:

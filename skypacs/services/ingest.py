@@ -18,7 +18,6 @@ from skypacs.errors import InvalidObject, NotFound
 from skypacs.levels import PATIENT_TAGS, SERIES_TAGS, STUDY_TAGS
 from skypacs.model import subset
 from skypacs.parsing import ParsedInstance, parse_stored_object
-from skypacs.services.quarantine import Quarantine
 from skypacs.ports import (
     INSTANCE_STORED,
     ArchiveEvent,
@@ -30,6 +29,7 @@ from skypacs.ports import (
     QueryIndex,
     ReplacementRecord,
 )
+from skypacs.services.quarantine import Quarantine
 
 logger = logging.getLogger(__name__)
 

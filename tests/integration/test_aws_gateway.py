@@ -3,10 +3,9 @@ and recorded in DynamoDB; the indexer Lambda (tests/integration/test_indexer_lam
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
-
-import io
 
 import boto3
 import pydicom

@@ -12,6 +12,7 @@ import pytest
 
 from skypacs.config import Settings
 from skypacs.embedded import EmbeddedArchive
+from skypacs.errors import NotDicom
 from tests.conftest import copy_testdata, dicom_file
 from tests.dicom_files import SAMPLES, identity
 
@@ -85,7 +86,7 @@ def test_import_of_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_quarantine_list_shows_reasons(tmp_path: Path) -> None:
     archive = EmbeddedArchive(Settings(data_dir=tmp_path / "data"))
-    with pytest.raises(Exception):
+    with pytest.raises(NotDicom):
         archive.store_service.store_part10(b"\0" * 128 + b"DICM" + b"garbage" * 20)
     listed = skypacs("quarantine", "list", "--data-dir", str(tmp_path / "data"))
     assert listed.returncode == 0

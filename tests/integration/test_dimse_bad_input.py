@@ -46,7 +46,7 @@ def stored_ct(running_gateway: RunningGateway) -> tuple[RunningGateway, bytes]:
     path = dicom_file("CT_small.dcm")
     assert store_files(running_gateway.port, [path]) == [0]
     running_gateway.wait_indexed(1)
-    study, series, sop, _ = identity(path)
+    _study, _series, sop, _ = identity(path)
     with running_gateway.archive.store.open(running_gateway.archive.catalog.get_instance(sop).key) as f:  # type: ignore[union-attr]
         return running_gateway, f.read()
 

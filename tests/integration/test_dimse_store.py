@@ -12,7 +12,7 @@ import pytest
 
 from skypacs.dimse.status import Status
 from skypacs.keys import instance_key
-from tests.conftest import RunningGateway, copy_testdata, run_dcmtk, dicom_file
+from tests.conftest import RunningGateway, copy_testdata, dicom_file, run_dcmtk
 from tests.dicom_files import SAMPLES, Sample, clone, echo, identity, new_uid, split_part10, store_files
 
 
@@ -83,8 +83,9 @@ def test_many_files_in_one_storescu_association(running_gateway: RunningGateway,
 
 
 def test_tcp_nodelay_is_set_on_accepted_connections(running_gateway: RunningGateway) -> None:
-    from tests.dicom_files import scu
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from tests.dicom_files import scu
 
     ae = scu()
     ae.add_requested_context(Verification)

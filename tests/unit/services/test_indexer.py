@@ -5,9 +5,9 @@ from __future__ import annotations
 from skypacs.adapters.sqlite_queue import MAX_ATTEMPTS, WRITE_GRACE_SECONDS, SqliteIngestQueue
 from skypacs.embedded import EmbeddedArchive
 from skypacs.errors import BackendError
+from skypacs.parsing import parse_bytes
 from skypacs.services.indexer import MISSING_GRACE_SECONDS, QueueIndexer
 from skypacs.services.ingest import IngestResult, IngestService
-from skypacs.parsing import parse_bytes
 from tests.conftest import dicom_file
 
 
