@@ -28,6 +28,7 @@ from skypacs.config import Settings
 from skypacs.services.indexer import QueueIndexer
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
+from skypacs.services.query import QueryService
 from skypacs.services.store import StoreService
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class EmbeddedArchive:
             notifier=self.queue,
             extra_sop_classes=self.settings.extra_sop_classes,
         )
+
+    @cached_property
+    def query_service(self) -> QueryService:
+        return QueryService(self.index)
 
     def indexer(self) -> QueueIndexer:
         return QueueIndexer(self.queue, self.ingest_service)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from skypacs.query.matcher import SearchPage
+    from skypacs.query.model import Query
 
 DicomJson = dict[str, Any]
 """A dataset in the DICOM JSON model (PS3.18 Annex F): ``{"0020000D": {"vr": "UI", "Value": [...]}}``."""
@@ -141,14 +145,17 @@ class Catalog(Protocol):
 
 @runtime_checkable
 class QueryIndex(Protocol):
-    """Attribute matching and free text over every attribute. This is the write side; the query
-    side arrives with the query model."""
+    """Attribute matching and free text over every attribute (query semantics: ``skypacs.query``)."""
 
     def index_instance(self, record: InstanceRecord) -> None: ...
 
     def remove_instance(self, sop_instance_uid: str) -> None: ...
 
     def get_document(self, sop_instance_uid: str) -> DicomJson | None: ...
+
+    def search(self, query: Query) -> SearchPage:
+        """The matching patients/studies/series/instances, exactly as the reference matcher answers."""
+        ...
 
 
 @dataclass(frozen=True)
