@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,28 +167,40 @@ class SqliteQueryIndex:
     # ------------------------------------------------------------------------------- write side
 
     def index_instance(self, record: InstanceRecord) -> None:
-        doc = record.metadata
+        self.index_instances([record])
+
+    def index_instances(self, records: Sequence[InstanceRecord]) -> None:
+        """Index a batch in one transaction, refreshing each affected series, study and patient once:
+        the bulk path (imports, re-index, benchmarks), many times faster than one by one."""
+        affected: dict[tuple[str, str, str], None] = {}
         with self.db.transaction() as connection:
-            seq = connection.execute(
-                "INSERT INTO counters VALUES ('seq', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1 "
+            (seq,) = connection.execute(
+                "INSERT INTO counters VALUES ('seq', 0) ON CONFLICT(name) DO UPDATE SET value = value "
                 "RETURNING value"
-            ).fetchone()[0]
-            previous = connection.execute(
-                "SELECT StudyInstanceUID, SeriesInstanceUID, PatientID FROM instances WHERE SOPInstanceUID = ?",
-                (record.SOPInstanceUID,),
             ).fetchone()
-            self._upsert(connection, "instances", INSTANCE_COLUMNS, doc, {"seq": seq}, document=doc)
-            connection.execute("DELETE FROM documents_text WHERE SOPInstanceUID = ?", (record.SOPInstanceUID,))
-            connection.execute(
-                "INSERT INTO documents_text (SOPInstanceUID, text) VALUES (?, ?)",
-                (record.SOPInstanceUID, "\n".join(text_values(doc))),
-            )
-            self._refresh(connection, str(_first(doc, "StudyInstanceUID")), str(_first(doc, "SeriesInstanceUID")),
-                          str(_first(doc, "PatientID") or ""))
-            if previous is not None and tuple(previous) != (
-                _first(doc, "StudyInstanceUID"), _first(doc, "SeriesInstanceUID"), _first(doc, "PatientID") or ""
-            ):
-                self._refresh(connection, *previous)
+            for record in records:
+                doc = record.metadata
+                seq += 1
+                previous = connection.execute(
+                    "SELECT StudyInstanceUID, SeriesInstanceUID, PatientID FROM instances WHERE SOPInstanceUID = ?",
+                    (record.SOPInstanceUID,),
+                ).fetchone()
+                if previous is not None:
+                    affected[tuple(previous)] = None
+                    connection.execute("DELETE FROM documents_text WHERE SOPInstanceUID = ?", (record.SOPInstanceUID,))
+                self._upsert(connection, "instances", INSTANCE_COLUMNS, doc, {"seq": seq}, document=doc)
+                connection.execute(
+                    "INSERT INTO documents_text (SOPInstanceUID, text) VALUES (?, ?)",
+                    (record.SOPInstanceUID, "\n".join(text_values(doc))),
+                )
+                group = (
+                    str(_first(doc, "StudyInstanceUID")),
+                    str(_first(doc, "SeriesInstanceUID")),
+                    str(_first(doc, "PatientID") or ""),
+                )
+                affected[group] = None
+            connection.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
+            self._refresh_all(connection, list(affected))
 
     def remove_instance(self, sop_instance_uid: str) -> None:
         with self.db.transaction() as connection:
@@ -199,7 +211,7 @@ class SqliteQueryIndex:
             connection.execute("DELETE FROM instances WHERE SOPInstanceUID = ?", (sop_instance_uid,))
             connection.execute("DELETE FROM documents_text WHERE SOPInstanceUID = ?", (sop_instance_uid,))
             if previous is not None:
-                self._refresh(connection, *previous)
+                self._refresh_all(connection, [tuple(previous)])
 
     def get_document(self, sop_instance_uid: str) -> DicomJson | None:
         row = (
@@ -229,10 +241,19 @@ class SqliteQueryIndex:
             tuple(values.values()),
         )
 
-    def _refresh(self, connection: sqlite3.Connection, study: str, series: str, patient: str) -> None:
-        """Rebuild the series, study and patient documents under which an instance came or went: the
+    def _refresh_all(self, connection: sqlite3.Connection, groups: list[tuple[str, str, str]]) -> None:
+        """Rebuild the series, study and patient documents under which instances came or went: the
         level attributes of the instance indexed last, and the computed attributes by SQL aggregates
-        (the same rules as the reference matcher's :func:`level_documents`, without loading members)."""
+        (the same rules as the reference matcher's :func:`level_documents`, without loading members).
+        Series first: a study's ModalitiesInStudy is read from its series."""
+        for study, series in dict.fromkeys((g[0], g[1]) for g in groups):
+            self._refresh_series(connection, study, series)
+        for study in dict.fromkeys(g[0] for g in groups):
+            self._refresh_study(connection, study)
+        for patient in dict.fromkeys(g[2] for g in groups):
+            self._refresh_patient(connection, patient)
+
+    def _refresh_series(self, connection: sqlite3.Connection, study: str, series: str) -> None:
         last = self._last(connection, "StudyInstanceUID = ? AND SeriesInstanceUID = ?", (study, series))
         if last is None:
             connection.execute("DELETE FROM series WHERE StudyInstanceUID = ? AND SeriesInstanceUID = ?", (study, series))
@@ -243,6 +264,7 @@ class SqliteQueryIndex:
             document = series_document(last, count)
             self._upsert(connection, "series", SERIES_COLUMNS, document, {}, document=document)
 
+    def _refresh_study(self, connection: sqlite3.Connection, study: str) -> None:
         connection.execute("DELETE FROM study_modalities WHERE StudyInstanceUID = ?", (study,))
         last = self._last(connection, "StudyInstanceUID = ?", (study,))
         if last is None:
@@ -267,6 +289,7 @@ class SqliteQueryIndex:
                 "INSERT OR IGNORE INTO study_modalities VALUES (?, ?)", [(study, m) for m in set(modalities)]
             )
 
+    def _refresh_patient(self, connection: sqlite3.Connection, patient: str) -> None:
         last = self._last(connection, "PatientID = ?", (patient,))
         if last is None:
             connection.execute("DELETE FROM patients WHERE PatientID = ?", (patient,))

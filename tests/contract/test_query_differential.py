@@ -22,9 +22,10 @@ RECORDS = generate(2000)
 
 @pytest.fixture(scope="module")
 def sqlite_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteQueryIndex]:
+    """Built through the bulk path (batches); the test below covers one-by-one indexing and removal."""
     index = SqliteQueryIndex(Path(tmp_path_factory.mktemp("index")) / "index.sqlite")
-    for record in RECORDS:
-        index.index_instance(record)
+    for start in range(0, len(RECORDS), 250):
+        index.index_instances(RECORDS[start : start + 250])
     yield index
 
 
