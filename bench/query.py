@@ -224,13 +224,13 @@ def main() -> int:
 
 def start_http(data_dir: Path) -> tuple[str, Callable[[], None]]:
     from skypacs.config import Settings
-    from skypacs.dicomweb.server import DicomWebServer  # type: ignore[import-not-found]
+    from skypacs.dicomweb.server import embedded_server
     from skypacs.embedded import EmbeddedArchive
 
-    archive = EmbeddedArchive(Settings(data_dir=data_dir, http_port=0))
-    server = DicomWebServer(archive, host="127.0.0.1", port=0)
+    archive = EmbeddedArchive(Settings(data_dir=data_dir))
+    server = embedded_server(archive, port=0)
     server.start()
-    return f"http://127.0.0.1:{server.port}/dicom-web", server.stop
+    return f"{server.url}", server.stop
 
 
 def start_cfind(data_dir: Path) -> tuple[int, Callable[[], None]]:
@@ -242,7 +242,7 @@ def start_cfind(data_dir: Path) -> tuple[int, Callable[[], None]]:
     gateway = Gateway(
         GatewayOptions(ae_title="SKYPACS", host="127.0.0.1", port=0),
         archive.store_service,
-        query_service=archive.query_service,  # type: ignore[call-arg]
+        query_service=archive.query_service,
     )
     gateway.start()
     return gateway.port, gateway.stop

@@ -5,13 +5,15 @@ Only this module reads the environment (names in :mod:`skypacs.config`):
 - ``SKYPACS_BUCKET``: the S3 bucket of the objects (required);
 - ``SKYPACS_CATALOG_TABLE``: the DynamoDB table of the catalog (required);
 - ``SKYPACS_EVENT_BUS``: the EventBridge bus for plugin events (optional: without it nothing is published);
-- ``SKYPACS_EXTRA_SOP_CLASSES``: private storage SOP classes to accept, as in the embedded mode.
+- ``SKYPACS_EXTRA_SOP_CLASSES``: private storage SOP classes to accept, as in the embedded mode;
+- ``SKYPACS_OPENSEARCH_ENDPOINT``: the OpenSearch domain of the QueryIndex (optional: without it
+  ingest catalogs only, and the DICOMweb query routes answer 503); ``SKYPACS_OPENSEARCH_PREFIX``.
 
 boto3 clients are made on first use and kept for the life of the container (:func:`archive` caches
 one :class:`AwsArchive` per process), so warm invocations reuse their connections. Tests inject clients
 (or a whole archive with :func:`set_archive`) instead of relying on the environment.
 
-The QueryIndex on AWS (OpenSearch) does not exist yet: ingest runs with ``index=None``.
+The OpenSearch client signs with the Lambda's own credentials (SigV4) in ``AWS_REGION``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,20 @@ from typing import Any
 
 from skypacs.adapters.dynamodb_catalog import DynamoDbCatalog
 from skypacs.adapters.eventbridge import EventBridgeEventBus
+from skypacs.adapters.opensearch_index import OpenSearchQueryIndex, opensearch_client
 from skypacs.adapters.s3 import S3ObjectStore
-from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS, ENV_EXTRA_SOP_CLASSES
+from skypacs.config import (
+    ENV_BUCKET,
+    ENV_CATALOG_TABLE,
+    ENV_EVENT_BUS,
+    ENV_EXTRA_SOP_CLASSES,
+    ENV_OPENSEARCH_ENDPOINT,
+    ENV_OPENSEARCH_PREFIX,
+)
+from skypacs.errors import BackendError
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
+from skypacs.services.query import QueryService
 from skypacs.services.store import StoreService
 
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
@@ -50,6 +62,7 @@ class AwsArchive:
     s3_client: Any = None
     dynamodb_client: Any = None
     events_client: Any = None
+    opensearch_client: Any = None
 
     def _required(self, name: str) -> str:
         value = self.environ.get(name, "").strip()
@@ -80,9 +93,26 @@ class AwsArchive:
         return frozenset(part.strip() for part in value.split(",") if part.strip())
 
     @cached_property
+    def index(self) -> OpenSearchQueryIndex | None:
+        endpoint = self.environ.get(ENV_OPENSEARCH_ENDPOINT, "").strip()
+        if not endpoint:
+            return None
+        client = self.opensearch_client or opensearch_client(
+            endpoint, region=self.environ.get("AWS_REGION") or self.environ.get("AWS_DEFAULT_REGION")
+        )
+        prefix = self.environ.get(ENV_OPENSEARCH_PREFIX, "").strip() or "skypacs"
+        return OpenSearchQueryIndex(client, prefix=prefix, create_indices=False)
+
+    @cached_property
+    def query_service(self) -> QueryService:
+        if self.index is None:
+            raise BackendError(f"no query index is configured ({ENV_OPENSEARCH_ENDPOINT} is not set)")
+        return QueryService(self.index)
+
+    @cached_property
     def ingest_service(self) -> IngestService:
         return IngestService(
-            self.store, self.catalog, None, self.events, extra_sop_classes=self.extra_sop_classes
+            self.store, self.catalog, self.index, self.events, extra_sop_classes=self.extra_sop_classes
         )
 
     @cached_property

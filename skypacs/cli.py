@@ -18,6 +18,7 @@ from typing import Any
 from skypacs import __version__
 from skypacs.config import (
     DEFAULT_DATA_DIR,
+    DEFAULT_HTTP_PORT,
     ENV_AE_TITLE,
     ENV_ALLOWED_AES,
     ENV_BUCKET,
@@ -25,6 +26,7 @@ from skypacs.config import (
     ENV_CONFIG,
     ENV_DATA_DIR,
     ENV_DIMSE_PORT,
+    ENV_HTTP_PORT,
     Settings,
     load_settings,
 )
@@ -57,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the embedded archive: DIMSE gateway and indexer",
-        description="Run the embedded archive in the foreground: a DIMSE C-ECHO/C-STORE SCP and the "
-        "indexer, storing under the data directory. Objects queued but not indexed when the last run "
+        help="run the embedded archive: DIMSE gateway, DICOMweb and indexer",
+        description="Run the embedded archive in the foreground: a DIMSE C-ECHO/C-STORE SCP, the "
+        "DICOMweb API (QIDO-RS under http://HOST:PORT/dicom-web) and the indexer, storing under the data "
+        "directory. Objects queued but not indexed when the last run "
         "stopped are indexed on start. SIGTERM or Ctrl-C finishes in-flight stores, drains the "
         "indexer, then exits.",
     )
@@ -74,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-pdu", type=int, help="maximum PDU size to receive, bytes (0 = unlimited, default)")
     serve.add_argument(
-        "--http-port", type=int, help="DICOMweb port (the DICOMweb API arrives in a later release; reserved)"
+        "--http-port",
+        type=int,
+        help=f"DICOMweb HTTP port; env {ENV_HTTP_PORT}, default {DEFAULT_HTTP_PORT} (an ephemeral port if "
+        "the default is taken); 0 = ephemeral, -1 = no DICOMweb. Binds [http] host, default 127.0.0.1",
     )
 
     gateway = commands.add_parser(
@@ -181,14 +187,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dimse_host=args.dimse_host,
         allowed_aes=allowed,
         max_pdu=args.max_pdu,
-        http_port=args.http_port,
+        http_port=args.http_port if args.http_port is None or args.http_port >= 0 else None,
     )
     archive = EmbeddedArchive(settings)
     removed = archive.store.remove_stale_temporaries()
     if removed:
         logger.info("removed %d partial writes left by an earlier crash (never acknowledged)", removed)
     indexer, stop_indexer = start_indexer_process(settings, log_level=args.log_level, json_logs=args.log_json)
-    gateway = Gateway(_gateway_options(settings), archive.store_service)
+    gateway = Gateway(_gateway_options(settings), archive.store_service, query_service=archive.query_service)
     stopping = _stop_on_signals()
     try:
         gateway.start()
@@ -197,8 +203,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         indexer.join()
         print(f"skypacs: cannot listen on port {settings.dimse_port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURES
+    http = None
+    if args.http_port is None or args.http_port >= 0:
+        from skypacs.dicomweb.server import start_embedded_server
+
+        try:
+            asked = args.http_port is not None or bool(os.environ.get(ENV_HTTP_PORT))
+            port_is_default = not asked and settings.http_port == DEFAULT_HTTP_PORT
+            http = start_embedded_server(archive, port_is_default=port_is_default)
+        except OSError as exc:
+            gateway.stop()
+            stop_indexer.set()
+            indexer.join()
+            print(f"skypacs: cannot listen on HTTP port {settings.http_port}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILURES
     print(
-        f"SkyPACS serving {settings.data_dir}: DIMSE listening as {settings.ae_title} on port {gateway.port}",
+        f"SkyPACS serving {settings.data_dir}: DIMSE listening as {settings.ae_title} on port {gateway.port}"
+        + (f", DICOMweb at {http.url}" if http is not None else ", DICOMweb off"),
         flush=True,
     )
     while not stopping.wait(1.0):
@@ -207,6 +228,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             indexer, stop_indexer = start_indexer_process(
                 settings, log_level=args.log_level, json_logs=args.log_json
             )
+    if http is not None:
+        http.stop()
     gateway.stop()
     stop_indexer.set()
     indexer.join()

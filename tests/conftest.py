@@ -95,7 +95,7 @@ def make_gateway(settings: Settings) -> Iterator[Callable[..., RunningGateway]]:
     def start(**options: object) -> RunningGateway:
         archive = EmbeddedArchive(settings)
         gateway_options = GatewayOptions(ae_title="SKYPACS", host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
-        gateway = Gateway(gateway_options, archive.store_service)
+        gateway = Gateway(gateway_options, archive.store_service, query_service=archive.query_service)
         gateway.start()
         indexer = archive.indexer()
         stop = threading.Event()

@@ -30,8 +30,8 @@ from typing import Any
 from skypacs.adapters.sqlite_db import SqliteDatabase
 from skypacs.model import tag_hex
 from skypacs.ports import DicomJson, InstanceRecord
+from skypacs.query.attributes import INSTANCE_AVAILABILITY
 from skypacs.query.matcher import (
-    INSTANCE_AVAILABILITY,
     SearchPage,
     document_matches,
     patient_document,
@@ -231,7 +231,7 @@ class SqliteQueryIndex:
         *,
         document: DicomJson,
     ) -> None:
-        values = {c.name: _column_value(source, c) for c in columns}
+        values: dict[str, Any] = {c.name: _column_value(source, c) for c in columns}
         values.update(extra)
         values["has_other_name_groups"] = _other_name_groups(source)
         values["document"] = _dumps(document)

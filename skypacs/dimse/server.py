@@ -2,8 +2,9 @@
 
 Accepts Verification and every storage SOP class pynetdicom knows (plus configured private ones), each
 with the common transfer syntaxes, compressed ones included: objects are stored as received, so the
-gateway never needs a codec. A calling-AE allow-list applies when configured; without one the
-gateway is open to any AE and says so in the log.
+gateway never needs a codec. Given a query service, it also answers C-FIND in the Patient Root and
+Study Root models (uncompressed transfer syntaxes). A calling-AE allow-list applies when configured;
+without one the gateway is open to any AE and says so in the log.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from skypacs.dimse import handlers
+from skypacs.dimse import find, handlers
+from skypacs.services.query import QueryService
 from skypacs.services.store import StoreService
 from skypacs.sop_classes import storage_sop_classes
 
 logger = logging.getLogger(__name__)
 
 MAX_ASSOCIATIONS = 32
+UNCOMPRESSED_TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class GatewayOptions:
     network_timeout: float = 60.0
 
 
-def build_ae(options: GatewayOptions) -> AE:
+def build_ae(options: GatewayOptions, *, find_scp: bool = False) -> AE:
     ae = AE(ae_title=options.ae_title)
     ae.maximum_pdu_size = options.max_pdu
     ae.maximum_associations = options.maximum_associations
@@ -49,6 +53,9 @@ def build_ae(options: GatewayOptions) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for sop_class in sorted(storage_sop_classes() | options.extra_sop_classes):
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    if find_scp:
+        for sop_class in sorted(find.FIND_SOP_CLASSES):
+            ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
     if options.allowed_aes:
         ae.require_calling_aet = sorted(options.allowed_aes)
     return ae
@@ -57,14 +64,22 @@ def build_ae(options: GatewayOptions) -> AE:
 class Gateway:
     """A running DIMSE server with a graceful stop: refuse new associations, finish current ones."""
 
-    def __init__(self, options: GatewayOptions, store_service: StoreService) -> None:
+    def __init__(
+        self,
+        options: GatewayOptions,
+        store_service: StoreService,
+        *,
+        query_service: QueryService | None = None,
+    ) -> None:
         self.options = options
-        self.ae = build_ae(options)
+        self.ae = build_ae(options, find_scp=query_service is not None)
         self._handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handlers.handle_conn_open),
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [store_service]),
         ]
+        if query_service is not None:
+            self._handlers.append((evt.EVT_C_FIND, find.handle_find, [query_service, options.ae_title]))
         self.server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
 

@@ -1,7 +1,7 @@
 """DIMSE statuses the gateway answers with, and the one mapping from archive errors to them.
 
-Statuses from PS3.4 B.2.3 (Storage SCP) and PS3.7 C; the 0xC000-0xCFFF range is "Cannot
-understand", within which 0xC210/0xC211 follow pynetdicom's own usage.
+Statuses from PS3.4 B.2.3 (Storage SCP), C.4.1.1.4 (C-FIND) and PS3.7 C; the 0xC000-0xCFFF range is
+"Cannot understand", within which 0xC210/0xC211 follow pynetdicom's own usage.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ from enum import IntEnum
 
 from pydicom.dataset import Dataset
 
-from skypacs.errors import BackendError, InvalidObject, NotDicom, SkyPacsError, UnsupportedSOPClass
+from skypacs.errors import (
+    BackendError,
+    InvalidObject,
+    InvalidQuery,
+    NotDicom,
+    SkyPacsError,
+    UnsupportedSOPClass,
+)
 
 
 class Status(IntEnum):
@@ -18,9 +25,12 @@ class Status(IntEnum):
     SOP_CLASS_NOT_SUPPORTED = 0x0122
     OUT_OF_RESOURCES = 0xA700
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # the same code, as C-FIND names it
     CANNOT_UNDERSTAND = 0xC000
     CANNOT_DECODE = 0xC210
     PROCESSING_FAILURE = 0xC211
+    CANCEL = 0xFE00
+    PENDING = 0xFF00
 
 
 def status_for(error: Exception) -> Status:
@@ -28,6 +38,8 @@ def status_for(error: Exception) -> Status:
         return Status.SOP_CLASS_NOT_SUPPORTED
     if isinstance(error, InvalidObject) and error.reason == "sop-class-mismatch":
         return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(error, InvalidQuery):
+        return Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     if isinstance(error, NotDicom):
         return Status.CANNOT_DECODE
     if isinstance(error, InvalidObject):

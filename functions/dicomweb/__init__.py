@@ -1,0 +1,1 @@
+"""The DICOMweb API on AWS: a Chalice app (API Gateway REST) over the shared route table."""

@@ -1,0 +1,213 @@
+"""The embedded DICOMweb server: the shared route table served over HTTP by waitress.
+
+Why waitress (DESIGN.md "HTTP edges" asks for a well-kept production server that streams): it is pure
+Python with no dependencies of its own (Pylons project, in production use since 2011), and its
+thread-pool model fits the core, which is synchronous (SQLite, files). It streams a WSGI body chunk by
+chunk, and when a client reads slower than the archive writes it spools to a temporary file past
+``outbuf_overflow`` and makes the application wait past ``outbuf_high_watermark``, so a large
+retrieve runs in bounded memory. (uvicorn with Starlette would do as well, at the price of an asyncio
+stack and four more packages around a core with nothing asynchronous in it.)
+
+The DICOMweb root is mounted under :data:`DEFAULT_PREFIX` (``http://host:8080/dicom-web/studies``);
+``/`` and ``/health`` at the server root answer 200 for load balancers. Query strings are
+percent-decoded as UTF-8 here (:func:`skypacs.dicomweb.http.decode_query`): ``PatientName=Smith%2A``
+reaches the query model as ``Smith*`` and ``M%C3%BCller`` as ``Müller``.
+
+The server binds 127.0.0.1 by default (``[http] host`` in ``skypacs.toml`` to expose it), and runs in a
+background thread: :meth:`DicomWebServer.start` returns once it listens (port 0 = an ephemeral port,
+see :attr:`DicomWebServer.port`), :meth:`DicomWebServer.stop` stops accepting, lets requests in
+flight finish, then closes every connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Self
+
+from skypacs.dicomweb import dicomweb_router
+from skypacs.dicomweb.http import Headers, Request, Router, decode_query, error_response, health_routes
+from skypacs.errors import SkyPacsError
+
+if TYPE_CHECKING:
+    from skypacs.embedded import EmbeddedArchive
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/dicom-web"
+DEFAULT_THREADS = 8
+"""Worker threads: requests served at once (each holds its own SQLite connection)."""
+BODY_CHUNK = 64 * 1024
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX) -> WsgiApp:
+    """A WSGI application serving ``router`` under ``prefix`` and health checks at the root."""
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    root = Router(health_routes())
+
+    def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        # PEP 3333: PATH_INFO is the decoded path with each byte as one latin-1 character.
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace") or "/"
+        mounted = path == prefix or path.startswith(prefix + "/")
+        target = router if mounted else root
+        relative = (path[len(prefix):] or "/") if mounted else path
+        try:
+            request = Request(
+                method=environ["REQUEST_METHOD"].upper(),
+                path=relative,
+                query=decode_query(environ.get("QUERY_STRING", "").encode("latin-1")),
+                headers=Headers(_headers(environ)),
+                body=_body(environ),
+                base_url=_base_url(environ) + (prefix if mounted else ""),
+            )
+        except SkyPacsError as exc:
+            response = error_response(exc)
+        else:
+            response = target.dispatch(request)
+        start_response(f"{response.status} {response.reason}", list(response.headers.items()))
+        return response.body
+
+    return application
+
+
+def _headers(environ: Environ) -> Iterator[tuple[str, str]]:
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            yield key[5:].replace("_", "-").title(), value
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            yield key.replace("_", "-").title(), value
+
+
+def _body(environ: Environ) -> Iterator[bytes]:
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return iter(())
+    return iter(lambda: stream.read(BODY_CHUNK), b"")
+
+
+def _base_url(environ: Environ) -> str:
+    """``scheme://host[:port]`` and the WSGI mount point, as the client addressed the server (PEP 3333
+    URL reconstruction). Behind a proxy, configure waitress's ``trusted_proxy`` so that these reflect
+    the ``X-Forwarded-*`` headers."""
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "localhost")
+        port = str(environ.get("SERVER_PORT", ""))
+        if port and port != {"http": "80", "https": "443"}.get(scheme):
+            host = f"{host}:{port}"
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '').rstrip('/')}"
+
+
+class DicomWebServer:
+    """The route table over waitress on a background thread."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        prefix: str = DEFAULT_PREFIX,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        self.router, self.host, self.prefix, self.threads = router, host, prefix, threads
+        self._requested_port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind and serve; returns once listening. Raises OSError when the address is taken."""
+        from waitress.server import create_server
+
+        if self._server is not None:
+            raise RuntimeError("the DICOMweb server is already running")
+        self._server = create_server(
+            wsgi_app(self.router, prefix=self.prefix),
+            host=self.host,
+            port=self._requested_port,
+            threads=self.threads,
+            ident="SkyPACS",
+            asyncore_use_poll=True,  # no select() limit on descriptor numbers in a busy process
+            expose_tracebacks=False,
+            clear_untrusted_proxy_headers=True,
+        )
+        self._thread = threading.Thread(target=self._server.run, name="dicomweb-http", daemon=True)
+        self._thread.start()
+        logger.info("DICOMweb listening on %s", self.url)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        """The DICOMweb root, e.g. ``http://127.0.0.1:8080/dicom-web``."""
+        host = self._server.effective_host if self._server is not None else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}{self.prefix}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``timeout``), close every connection."""
+        from waitress import wasyncore
+
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        if thread.is_alive():
+            # Socket work happens on the loop thread, so hand it these steps through waitress's trigger.
+            server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))  # the listening socket only
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
+            try:
+                server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+            except OSError:
+                # The loop already ended and closed its trigger: nothing runs it any more, close here.
+                wasyncore.close_all(server._map, ignore_all=True)
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("DICOMweb server thread did not stop within %.0f s", timeout)
+        else:
+            wasyncore.close_all(server._map, ignore_all=True)
+        self._server = self._thread = None
+        logger.info("DICOMweb server stopped")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def embedded_server(archive: EmbeddedArchive, *, port: int | None = None) -> DicomWebServer:
+    """The DICOMweb server of ``skypacs serve``: ``[http] host``/``port`` from the archive's settings."""
+    settings = archive.settings
+    return DicomWebServer(
+        dicomweb_router(archive.query_service),
+        host=settings.http_host,
+        port=settings.http_port if port is None else port,
+    )
+
+
+def start_embedded_server(archive: EmbeddedArchive, *, port_is_default: bool = False) -> DicomWebServer:
+    """Start :func:`embedded_server`. When the port is only the default (8080: nobody asked for it) and
+    something else holds it, serve on an ephemeral port instead and say so, rather than refuse to run the
+    archive; a port that was asked for (flag, environment, file) is a hard error (OSError)."""
+    server = embedded_server(archive)
+    try:
+        server.start()
+    except OSError as exc:
+        if not port_is_default:
+            raise
+        logger.warning("DICOMweb: default port %d is not available (%s); using an ephemeral port. "
+                       "Set --http-port or [http] port to choose one.", server.port, exc.strerror or exc)
+        server = embedded_server(archive, port=0)
+        server.start()
+    return server
