@@ -116,6 +116,19 @@ def running_gateway(make_gateway: Callable[..., RunningGateway]) -> RunningGatew
     return make_gateway()
 
 
+FAKE_AWS_REGION = "us-east-1"
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials moto accepts and no real AWS does; nothing inherited from the shell leaks in."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", FAKE_AWS_REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
 def copy_testdata(names: list[str], target: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(dicom_file(name), target / name)) for name in names]

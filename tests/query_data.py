@@ -153,3 +153,19 @@ def queries(records: list[InstanceRecord], count: int = 400, seed: int = 11) -> 
         if rng.random() < 0.3:
             params.append(("limit", str(rng.randint(1, 40))))
         yield level, params
+
+
+def check_reindexing_and_removal(index: Any, records: list[InstanceRecord]) -> None:
+    """Index one by one, remove every seventh, and compare every level with the reference."""
+    from skypacs.query.matcher import reference_search
+    from skypacs.query.model import Level, query_from_qido
+
+    for record in records:
+        index.index_instance(record)
+    removed = records[::7]
+    for record in removed:
+        index.remove_instance(record.SOPInstanceUID)
+    remaining = [r for r in records if r not in removed]
+    for level in Level:
+        query = query_from_qido(level, [("includefield", "all")])
+        assert index.search(query) == reference_search(query, [r.metadata for r in remaining])

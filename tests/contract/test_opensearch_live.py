@@ -19,11 +19,10 @@ from collections.abc import Iterator
 import pytest
 
 from skypacs.adapters.opensearch_index import OpenSearchQueryIndex, opensearch_client
-from skypacs.ports import InstanceRecord
 from skypacs.query.matcher import SearchPage, reference_search
 from skypacs.query.model import Level, Query, query_from_qido
 from tests.contract.query_index_contract import QueryIndexContract
-from tests.query_data import generate, queries
+from tests.query_data import check_reindexing_and_removal, generate, queries
 
 ENV_TEST_OPENSEARCH_URL = "SKYPACS_TEST_OPENSEARCH_URL"
 """The OpenSearch endpoint the live tests use; without it they are skipped."""
@@ -102,15 +101,6 @@ def test_search_after_pages_answer_as_the_reference(
 def test_reindexing_and_removal_keep_levels_exact() -> None:
     index = _index(_prefix())
     try:
-        records: list[InstanceRecord] = RECORDS[:300]
-        for record in records:
-            index.index_instance(record)
-        removed = records[::7]
-        for record in removed:
-            index.remove_instance(record.SOPInstanceUID)
-        remaining = [r for r in records if r not in removed]
-        for level in Level:
-            query = query_from_qido(level, [("includefield", "all")])
-            assert index.search(query) == reference_search(query, [r.metadata for r in remaining])
+        check_reindexing_and_removal(index, RECORDS[:300])
     finally:
         index.drop_indices()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from skypacs.adapters.sqlite_index import SqliteQueryIndex
-from skypacs.ports import InstanceRecord, QueryIndex
+from skypacs.ports import QueryIndex
 from skypacs.query.matcher import reference_search
 from skypacs.query.model import Level, query_from_qido
-from tests.query_data import generate, queries
+from tests.query_data import check_reindexing_and_removal, generate, queries
 
 RECORDS = generate(2000)
 
@@ -53,14 +53,4 @@ def test_the_generated_queries_are_not_trivial() -> None:
 
 
 def test_reindexing_and_removal_keep_levels_exact(tmp_path: Path) -> None:
-    index = SqliteQueryIndex(tmp_path / "index.sqlite")
-    records: list[InstanceRecord] = RECORDS[:300]
-    for record in records:
-        index.index_instance(record)
-    removed = records[::7]
-    for record in removed:
-        index.remove_instance(record.SOPInstanceUID)
-    remaining = [r for r in records if r not in removed]
-    for level in Level:
-        query = query_from_qido(level, [("includefield", "all")])
-        assert index.search(query) == reference_search(query, [r.metadata for r in remaining])
+    check_reindexing_and_removal(SqliteQueryIndex(tmp_path / "index.sqlite"), RECORDS[:300])

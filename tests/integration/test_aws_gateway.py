@@ -23,14 +23,7 @@ from tests.integration.test_dimse_bad_input import dataset_bytes, part10
 
 
 @pytest.fixture
-def aws_gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, AwsArchive]]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def aws_gateway(fake_aws_credentials: None) -> Iterator[tuple[Gateway, AwsArchive]]:
     with mock_aws():
         s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
         s3.create_bucket(Bucket="objects")

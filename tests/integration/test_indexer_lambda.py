@@ -154,20 +154,15 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def deployment(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> Iterator[Deployment]:
+def deployment(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None, fake_aws_credentials: None
+) -> Iterator[Deployment]:
     for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_SECURITY_TOKEN", "testing"),
-        ("AWS_SESSION_TOKEN", "testing"),
-        ("AWS_DEFAULT_REGION", REGION),
         (ENV_BUCKET, BUCKET),
         (ENV_CATALOG_TABLE, TABLE),
         (ENV_EVENT_BUS, BUS),
     ):
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
