@@ -36,11 +36,14 @@ from skypacs.config import (
     ENV_EXTRA_SOP_CLASSES,
     ENV_OPENSEARCH_ENDPOINT,
     ENV_OPENSEARCH_PREFIX,
+    ENV_STREAMING_URL,
+    ENV_URL_SIGNING_KEY,
 )
 from skypacs.errors import BackendError
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
 from skypacs.services.query import QueryService
+from skypacs.services.retrieve import RetrieveService
 from skypacs.services.store import StoreService
 
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
@@ -108,6 +111,20 @@ class AwsArchive:
         if self.index is None:
             raise BackendError(f"no query index is configured ({ENV_OPENSEARCH_ENDPOINT} is not set)")
         return QueryService(self.index)
+
+    @property
+    def streaming_url(self) -> str | None:
+        """The streaming service's DICOMweb root (large-retrieval path), if deployed."""
+        return self.environ.get(ENV_STREAMING_URL, "").strip() or None
+
+    @property
+    def url_signing_key(self) -> bytes | None:
+        value = self.environ.get(ENV_URL_SIGNING_KEY, "")
+        return value.encode("utf-8") if value else None
+
+    @cached_property
+    def retrieve_service(self) -> RetrieveService:
+        return RetrieveService(self.catalog, self.store)
 
     @cached_property
     def ingest_service(self) -> IngestService:

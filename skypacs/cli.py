@@ -25,10 +25,13 @@ from skypacs.config import (
     ENV_CATALOG_TABLE,
     ENV_CONFIG,
     ENV_DATA_DIR,
+    ENV_DESTINATIONS,
     ENV_DIMSE_PORT,
     ENV_HTTP_PORT,
+    ENV_URL_SIGNING_KEY,
     Settings,
     load_settings,
+    parse_address,
 )
 from skypacs.logs import configure_logging
 
@@ -60,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the embedded archive: DIMSE gateway, DICOMweb and indexer",
-        description="Run the embedded archive in the foreground: a DIMSE C-ECHO/C-STORE SCP, the "
+        description="Run the embedded archive in the foreground: a DIMSE SCP (C-ECHO, C-STORE, C-FIND, "
+        "C-MOVE to the [dimse.destinations] of the configuration, C-GET), the "
         "DICOMweb API (QIDO-RS under http://HOST:PORT/dicom-web) and the indexer, storing under the data "
         "directory. Objects queued but not indexed when the last run "
         "stopped are indexed on start. SIGTERM or Ctrl-C finishes in-flight stores, drains the "
@@ -89,13 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="The gateway container's command on AWS: a C-ECHO/C-STORE SCP that writes each "
         f"object to the S3 bucket named by {ENV_BUCKET}; the bucket's notifications feed the indexer "
         f"Lambda. Refused objects are quarantined in the bucket and recorded in the {ENV_CATALOG_TABLE} "
-        f"table. Configured from the environment ({ENV_AE_TITLE}, {ENV_DIMSE_PORT}, {ENV_ALLOWED_AES}, "
+        "table. It also answers C-MOVE (to the destinations of "
+        f"{ENV_DESTINATIONS}=AE=host:port,...) and C-GET from the catalog and the bucket; PATIENT level "
+        "retrieves need the OpenSearch index. Configured from the environment "
+        f"({ENV_AE_TITLE}, {ENV_DIMSE_PORT}, {ENV_ALLOWED_AES}, {ENV_DESTINATIONS}, "
         "SKYPACS_MAX_PDU, SKYPACS_EXTRA_SOP_CLASSES). SIGTERM finishes in-flight stores, then exits.",
     )
     gateway.add_argument("--ae-title", help=f"called AE title; env {ENV_AE_TITLE}")
     gateway.add_argument("--dimse-port", type=int, help=f"DIMSE TCP port; env {ENV_DIMSE_PORT}")
     gateway.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     gateway.add_argument("--log-json", action="store_true", default=True, help=argparse.SUPPRESS)
+
+    web = commands.add_parser(
+        "dicomweb",
+        help="run the DICOMweb streaming service of an AWS deployment (large retrievals)",
+        description="The streaming service's container command on AWS: the DICOMweb routes over HTTP on "
+        f"S3 and DynamoDB ({ENV_BUCKET}, {ENV_CATALOG_TABLE}), streaming whole studies and series in "
+        "bounded memory with no size limit. It serves only URLs signed with the key in "
+        f"{ENV_URL_SIGNING_KEY} (at least 32 bytes), which the Lambda DICOMweb API hands out as "
+        "303 redirects for answers too large for Lambda. /health answers 200 for the load balancer. "
+        "SIGTERM lets requests in flight finish, then exits.",
+    )
+    web.add_argument("--host", default="0.0.0.0", help="address to bind (default: every interface)")
+    web.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT, help=f"TCP port (default {DEFAULT_HTTP_PORT})")
+    web.add_argument("--threads", type=int, default=16, help="requests served at once (default 16)")
+    web.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    web.add_argument("--log-json", action="store_true", default=True, help=argparse.SUPPRESS)
 
     imp = commands.add_parser(
         "import",
@@ -143,6 +166,7 @@ def _gateway_options(settings: Settings) -> Any:
         allowed_aes=settings.allowed_aes,
         max_pdu=settings.max_pdu,
         extra_sop_classes=settings.extra_sop_classes,
+        destinations={title: parse_address(address) for title, address in settings.destinations.items()},
     )
 
 
@@ -159,12 +183,18 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    """The AWS gateway task: C-STORE into S3; the indexer Lambda takes it from there."""
+    """The AWS gateway task: C-STORE into S3 (the indexer Lambda takes it from there), C-MOVE/C-GET
+    from the catalog and the bucket."""
     from skypacs.aws import archive
+    from skypacs.dimse.retrieve import RetrieveSources
     from skypacs.dimse.server import Gateway
 
     settings = load_settings(environ=os.environ, overrides={"ae_title": args.ae_title, "dimse_port": args.dimse_port})
-    gateway = Gateway(_gateway_options(settings), archive().store_service)
+    aws = archive()
+    sources = RetrieveSources(
+        aws.catalog, aws.store, query_service=aws.query_service if aws.index is not None else None
+    )
+    gateway = Gateway(_gateway_options(settings), aws.store_service, retrieve_sources=sources)
     stopping = _stop_on_signals()
     gateway.start()
     print(f"SkyPACS gateway: DIMSE listening as {settings.ae_title} on port {gateway.port}", flush=True)
@@ -173,7 +203,26 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dicomweb(args: argparse.Namespace) -> int:
+    """The AWS streaming service: signed WADO-RS retrievals of any size, streamed from S3."""
+    from skypacs.aws import archive
+    from skypacs.dicomweb.server import streaming_server
+
+    current = archive()
+    key = current.url_signing_key
+    if key is None:
+        raise ValueError(f"{ENV_URL_SIGNING_KEY} is not set: the streaming service serves signed URLs only")
+    server = streaming_server(current, key, host=args.host, port=args.port, threads=args.threads)
+    stopping = _stop_on_signals()
+    server.start()
+    print(f"SkyPACS DICOMweb streaming service at {server.url}", flush=True)
+    stopping.wait()
+    server.stop()
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from skypacs.dimse.retrieve import RetrieveSources
     from skypacs.dimse.server import Gateway
     from skypacs.embedded import EmbeddedArchive, start_indexer_process
 
@@ -194,7 +243,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if removed:
         logger.info("removed %d partial writes left by an earlier crash (never acknowledged)", removed)
     indexer, stop_indexer = start_indexer_process(settings, log_level=args.log_level, json_logs=args.log_json)
-    gateway = Gateway(_gateway_options(settings), archive.store_service, query_service=archive.query_service)
+    gateway = Gateway(
+        _gateway_options(settings),
+        archive.store_service,
+        query_service=archive.query_service,
+        retrieve_sources=RetrieveSources(archive.catalog, archive.store, query_service=archive.query_service),
+    )
     stopping = _stop_on_signals()
     try:
         gateway.start()
@@ -296,7 +350,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"gateway": cmd_gateway, "serve": cmd_serve, "import": cmd_import, "quarantine": cmd_quarantine, "queue": cmd_queue}
+COMMANDS = {"gateway": cmd_gateway, "dicomweb": cmd_dicomweb, "serve": cmd_serve, "import": cmd_import, "quarantine": cmd_quarantine, "queue": cmd_queue}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,9 @@ The config file is TOML, by default ``skypacs.toml`` in the data directory (or `
     max_pdu = 0                              # 0 = unlimited
     extra_sop_classes = ["1.2.3.4.5"]         # private storage SOP classes to accept
 
-    [dimse.destinations]                     # C-MOVE destinations (retrieve issue)
+    [dimse.destinations]                     # C-MOVE destinations: AE title = "host:port"
     WORKSTATION = "10.0.0.5:104"
+    VIEWER = "[fd00::5]:11112"               # IPv6 addresses in brackets
 
     [http]                                   # DICOMweb (query issue); tokens (web-ingest issue)
     port = 8080
@@ -40,6 +41,9 @@ ENV_ALLOWED_AES = "SKYPACS_ALLOWED_AES"
 """Comma-separated calling AE titles."""
 ENV_MAX_PDU = "SKYPACS_MAX_PDU"
 ENV_EXTRA_SOP_CLASSES = "SKYPACS_EXTRA_SOP_CLASSES"
+ENV_DESTINATIONS = "SKYPACS_DESTINATIONS"
+"""C-MOVE destinations, comma-separated ``AE=host:port`` pairs (``WS1=10.0.0.5:104,WS2=ws2.local:11112``);
+replaces ``[dimse.destinations]`` of the file when set."""
 ENV_HTTP_PORT = "SKYPACS_HTTP_PORT"
 ENV_HTTP_HOST = "SKYPACS_HTTP_HOST"
 ENV_BUCKET = "SKYPACS_BUCKET"
@@ -52,6 +56,11 @@ ENV_OPENSEARCH_ENDPOINT = "SKYPACS_OPENSEARCH_ENDPOINT"
 """AWS: the OpenSearch domain endpoint (``https://...``) of the QueryIndex; requests are SigV4-signed."""
 ENV_OPENSEARCH_PREFIX = "SKYPACS_OPENSEARCH_PREFIX"
 """AWS: prefix of the OpenSearch index names (default ``skypacs``)."""
+ENV_STREAMING_URL = "SKYPACS_STREAMING_URL"
+"""AWS: the DICOMweb root of the streaming service (``https://retrieve.example.org/dicom-web``), where the
+Lambda API redirects study/series retrieval and answers too large for Lambda (large-retrieval path)."""
+ENV_URL_SIGNING_KEY = "SKYPACS_URL_SIGNING_KEY"
+"""AWS: the shared secret (at least 32 bytes) signing the redirects to the streaming service."""
 ENV_LOG_IDENTIFIERS = "SKYPACS_LOG_IDENTIFIERS"
 """Set to 1 to allow patient identifiers in logs (debugging only; off by default)."""
 
@@ -72,6 +81,7 @@ class Settings:
     max_pdu: int = 0
     extra_sop_classes: frozenset[str] = frozenset()
     destinations: Mapping[str, str] = field(default_factory=dict)
+    """C-MOVE destinations: AE title -> ``"host:port"`` (see :func:`parse_address`)."""
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
     log_identifiers: bool = False
@@ -83,6 +93,36 @@ class Settings:
 
 def _csv(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _destinations(value: str) -> dict[str, str]:
+    """``AE1=host:port,AE2=host:port`` (the environment form of ``[dimse.destinations]``)."""
+    destinations: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        title, separator, address = part.partition("=")
+        if not separator:
+            raise ValueError(f"{ENV_DESTINATIONS}: {part.strip()!r} is not AE=host:port")
+        destinations[title.strip()] = address.strip()
+    return destinations
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6 address]:port"``) as ``(host, port)``; ValueError if it is not one."""
+    host, separator, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not separator or not host or any(c.isspace() for c in host) or not port.isdigit():
+        raise ValueError(f"{value!r} is not host:port")
+    if not 0 < int(port) <= 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range")
+    return host, int(port)
+
+
+def _check_ae_title(title: str, what: str) -> None:
+    if not (0 < len(title) <= 16) or not title.isprintable() or "\\" in title or title.strip() != title:
+        raise ValueError(f"{what} {title!r} must be 1-16 printable characters without backslash")
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -99,7 +139,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     if "extra_sop_classes" in dimse:
         values["extra_sop_classes"] = frozenset(dimse["extra_sop_classes"])
     if "destinations" in dimse:
-        values["destinations"] = dict(dimse["destinations"])
+        values["destinations"] = {str(title): str(address) for title, address in dimse["destinations"].items()}
     for source, target in (("port", "http_port"), ("host", "http_host")):
         if source in http:
             values[target] = http[source]
@@ -114,6 +154,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         ENV_ALLOWED_AES: ("allowed_aes", _csv),
         ENV_MAX_PDU: ("max_pdu", int),
         ENV_EXTRA_SOP_CLASSES: ("extra_sop_classes", _csv),
+        ENV_DESTINATIONS: ("destinations", _destinations),
         ENV_HTTP_PORT: ("http_port", int),
         ENV_HTTP_HOST: ("http_host", str),
         ENV_LOG_IDENTIFIERS: ("log_identifiers", lambda v: v.strip().lower() in ("1", "true", "yes")),
@@ -144,9 +185,13 @@ def load_settings(
 
 
 def _validated(settings: Settings) -> Settings:
-    title = settings.ae_title
-    if not (0 < len(title) <= 16) or not title.isprintable() or "\\" in title or title.strip() != title:
-        raise ValueError(f"AE title {title!r} must be 1-16 printable characters without backslash")
+    _check_ae_title(settings.ae_title, "AE title")
+    for title, address in settings.destinations.items():
+        _check_ae_title(title, "C-MOVE destination AE title")
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise ValueError(f"C-MOVE destination {title}: {exc}") from None
     for port in (settings.dimse_port, settings.http_port):
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is out of range")

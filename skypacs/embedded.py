@@ -29,6 +29,7 @@ from skypacs.services.indexer import QueueIndexer
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
 from skypacs.services.query import QueryService
+from skypacs.services.retrieve import RetrieveService
 from skypacs.services.store import StoreService
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class EmbeddedArchive:
     @cached_property
     def query_service(self) -> QueryService:
         return QueryService(self.index)
+
+    @cached_property
+    def retrieve_service(self) -> RetrieveService:
+        return RetrieveService(self.catalog, self.store)
 
     def indexer(self) -> QueueIndexer:
         return QueueIndexer(self.queue, self.ingest_service)

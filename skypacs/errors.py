@@ -68,3 +68,15 @@ class AccessDenied(SkyPacsError):
 
 class BackendError(SkyPacsError):
     """A storage backend failed (disk full, S3/DynamoDB error); the request may be retried."""
+
+
+class CannotTranscode(SkyPacsError):
+    """A stored object cannot be given in the requested transfer syntax (no decoder or encoder for it).
+
+    WADO-RS answers 406 (PS3.18 8.7.3.5); a C-MOVE/C-GET sub-operation counts it as a failure.
+    """
+
+
+class DamagedObject(SkyPacsError):
+    """A stored object cannot be read back (cut short, undecodable pixel data): a server fault (500),
+    logged with the instance's UID so an operator can find it; never served as if complete."""

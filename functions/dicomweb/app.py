@@ -6,6 +6,11 @@ view is a thin wrapper (STYLE.md 1) that turns ``app.current_request`` into a
 joining the body chunks: Chalice takes a whole body, which is fine under Lambda's 6 MB response limit for
 QIDO-RS and metadata (DESIGN.md "Limits that shape the AWS design"); larger bodies take another path.
 
+Large answers (DESIGN.md "Limits that shape the AWS design"): study and series retrieval never run
+here, and any other answer larger than :data:`LAMBDA_BODY_LIMIT` is dropped: both get ``303 See Other``
+to the same resource on the streaming service, a signed URL (:mod:`skypacs.dicomweb.signed_urls`
+explains the design). Without a streaming service configured, such requests get 503 saying so.
+
 API Gateway has already percent-decoded the query string; ``multiValueQueryStringParameters`` keeps
 repeated parameters (``includefield=...&includefield=...``). RetrieveURLs are built from the ``Host``
 and ``X-Forwarded-Proto`` headers and the part of ``requestContext.path`` before the route (the stage,
@@ -19,19 +24,31 @@ root and answers 503 until then; tests replace it (``monkeypatch.setattr(app_mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalice.app import Chalice
 from chalice.app import Response as ChaliceResponse
 
-from skypacs.dicomweb import dicomweb_router
-from skypacs.dicomweb.http import Headers, Request, Response, Route, Router
+from skypacs.dicomweb import dicomweb_router, signed_urls
+from skypacs.dicomweb.http import Headers, Request, Response, Route, Router, json_response
+from skypacs.dicomweb.wado import STREAMED_ROUTES
 
 if TYPE_CHECKING:
+    from skypacs.aws import AwsArchive
     from skypacs.query.model import Query
     from skypacs.services.query import QueryResult, QueryService
+    from skypacs.services.retrieve import RetrieveService
 
 app = Chalice(app_name="skypacs-dicomweb")
+BINARY_TYPES = [
+    "multipart/related", "application/dicom", "application/octet-stream",
+    "image/jpeg", "image/png", "image/gif", "image/jls", "image/jp2", "image/jpx", "image/dicom-rle",
+    "image/x-dicom-rle", "image/jphc", "video/mpeg", "video/mp4",
+]
+"""Bodies API Gateway passes as binary (its ``binaryMediaTypes``): it does so only when the request's
+Accept matches one of them, so a binary WADO-RS request without an Accept header gets 400 from Chalice
+and API Gateway alike; ``*/*`` matches. JSON stays text."""
+app.api.binary_types = [*app.api.binary_types, *BINARY_TYPES]
 
 TEXT_TYPES = ("application/dicom+json", "application/json", "text/")
 """Bodies passed to API Gateway as text; anything else is bytes (base64 for the binary media types)."""
@@ -45,6 +62,12 @@ def query_service() -> QueryService:
     return aws.archive().query_service
 
 
+def archive() -> AwsArchive:
+    from skypacs import aws
+
+    return aws.archive()
+
+
 class _ComposedQueryService:
     """Asks :func:`query_service` on each search, so the route table can be built at import time."""
 
@@ -52,7 +75,19 @@ class _ComposedQueryService:
         return query_service().search(query)
 
 
-router: Router = dicomweb_router(_ComposedQueryService())
+class _ComposedRetrieveService:
+    """Forwards to the archive's retrieve service, built on first use (not at import time)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(archive().retrieve_service, name)
+
+
+LAMBDA_BODY_LIMIT = 4 * 1024 * 1024
+"""Largest body answered from Lambda: 6 MB of response payload, binary bodies base64-encoded (4/3),
+less room for headers. Larger answers go to the streaming service."""
+
+router: Router = dicomweb_router(_ComposedQueryService(), cast("RetrieveService", _ComposedRetrieveService()))
+_route_names = {route.pattern: route.name for route in router.routes}
 
 
 def to_request(current: Any, pattern: str, uri_params: Mapping[str, str]) -> Request:
@@ -99,9 +134,29 @@ def to_chalice(response: Response) -> ChaliceResponse:
 
 def _view(pattern: str) -> Any:
     def view(**uri_params: str) -> ChaliceResponse:
-        return to_chalice(router.dispatch(to_request(app.current_request, pattern, uri_params)))
+        request = to_request(app.current_request, pattern, uri_params)
+        if _route_names.get(pattern) in STREAMED_ROUTES and request.method in ("GET", "HEAD"):
+            return to_chalice(redirect_to_streaming(request))
+        response = router.dispatch(request)
+        payload = response.read()
+        if len(payload) > LAMBDA_BODY_LIMIT:
+            return to_chalice(redirect_to_streaming(request))
+        response.body = [payload]
+        return to_chalice(response)
 
     return view
+
+
+def redirect_to_streaming(request: Request) -> Response:
+    """``303 See Other`` to the resource on the streaming service, as a signed URL."""
+    current = archive()
+    base, key = current.streaming_url, current.url_signing_key
+    if base is None or key is None:
+        return json_response({"error": "this answer is too large for the Lambda API and no streaming "
+                                       "service is configured (SKYPACS_STREAMING_URL, SKYPACS_URL_SIGNING_KEY)"},
+                             status=503)
+    location = signed_urls.signed_url(base, key, request.path, request.query)
+    return Response(303, {"Location": location, "Content-Length": "0", "Cache-Control": "no-store"}, [])
 
 
 def _register(routes: tuple[Route, ...]) -> None:

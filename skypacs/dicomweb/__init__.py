@@ -9,17 +9,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from skypacs.dicomweb import qido
-from skypacs.dicomweb.http import Router, health_routes
+from skypacs.dicomweb import qido, wado
+from skypacs.dicomweb.http import Route, Router, health_routes
 from skypacs.query.model import DEFAULT_MAX_LIMIT
 
 if TYPE_CHECKING:
     from skypacs.dicomweb.qido import Searcher
+    from skypacs.services.retrieve import RetrieveService
 
 
-def dicomweb_router(query_service: Searcher, *, max_limit: int = DEFAULT_MAX_LIMIT) -> Router:
-    """Health checks and QIDO-RS (WADO-RS and STOW-RS join here as they arrive)."""
-    return Router([*health_routes(), *qido.routes(query_service, max_limit=max_limit)])
+def dicomweb_router(
+    query_service: Searcher,
+    retrieve_service: RetrieveService | None = None,
+    *,
+    max_limit: int = DEFAULT_MAX_LIMIT,
+) -> Router:
+    """Health checks, QIDO-RS and (given a retrieve service) WADO-RS."""
+    routes: list[Route] = [*health_routes(), *qido.routes(query_service, max_limit=max_limit)]
+    if retrieve_service is not None:
+        routes.extend(wado.routes(retrieve_service))
+    return Router(routes)
 
 
 __all__ = ["dicomweb_router"]

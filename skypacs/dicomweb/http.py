@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from skypacs.errors import (
     AccessDenied,
     BackendError,
+    CannotTranscode,
     Conflict,
     InvalidObject,
     InvalidQuery,
@@ -146,6 +147,7 @@ ERROR_STATUSES: tuple[tuple[type[SkyPacsError], int], ...] = (
     (NotFound, 404),
     (MethodNotAllowed, 405),
     (NotAcceptable, 406),
+    (CannotTranscode, 406),
     (Conflict, 409),
     (UnsupportedMediaType, 415),
     (BackendError, 503),
@@ -237,13 +239,19 @@ def parse_accept(value: str) -> list[MediaRange]:
     return ranges
 
 
+def accept_value(request: Request) -> str:
+    """What the client accepts: the ``accept`` query parameter (PS3.18 8.3.3.1), which overrides the
+    Accept header; empty when neither is given (anything goes)."""
+    accept_params = [value for name, value in request.query if name == "accept"]
+    return ",".join(accept_params) if accept_params else request.headers.get("Accept", "")
+
+
 def negotiate(request: Request, offered: Mapping[str, str], *, unsupported_note: str = "") -> str:
     """The media type to answer with, from ``offered`` (media type -> what the service labels its answer
     for it): the one the request accepts with the highest q (> 0), the first offered on a tie. The
     ``accept`` query parameter (PS3.18 8.3.3.1) overrides the Accept header; neither means anything
     goes. Raises :class:`NotAcceptable`."""
-    accept_params = [value for name, value in request.query if name == "accept"]
-    accept = ",".join(accept_params) if accept_params else request.headers.get("Accept", "")
+    accept = accept_value(request)
     if not accept.strip():
         return next(iter(offered.values()))
     ranges = parse_accept(accept)

@@ -26,11 +26,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
-from skypacs.dicomweb import dicomweb_router
+from skypacs.dicomweb import dicomweb_router, signed_urls
 from skypacs.dicomweb.http import Headers, Request, Router, decode_query, error_response, health_routes
 from skypacs.errors import SkyPacsError
 
 if TYPE_CHECKING:
+    from skypacs.aws import AwsArchive
     from skypacs.embedded import EmbeddedArchive
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
-def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX) -> WsgiApp:
-    """A WSGI application serving ``router`` under ``prefix`` and health checks at the root."""
+def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes | None = None) -> WsgiApp:
+    """A WSGI application serving ``router`` under ``prefix`` and health checks at the root.
+
+    With a ``signing_key`` (the streaming service on AWS), every request under ``prefix`` must be a
+    signed URL (:mod:`skypacs.dicomweb.signed_urls`); the signature parameters are removed before the
+    route sees the query."""
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     root = Router(health_routes())
 
@@ -57,10 +62,13 @@ def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX) -> WsgiApp:
         target = router if mounted else root
         relative = (path[len(prefix):] or "/") if mounted else path
         try:
+            query = decode_query(environ.get("QUERY_STRING", "").encode("latin-1"))
+            if signing_key is not None and mounted:
+                query = signed_urls.verify(signing_key, environ["REQUEST_METHOD"], relative, query)
             request = Request(
                 method=environ["REQUEST_METHOD"].upper(),
                 path=relative,
-                query=decode_query(environ.get("QUERY_STRING", "").encode("latin-1")),
+                query=query,
                 headers=Headers(_headers(environ)),
                 body=_body(environ),
                 base_url=_base_url(environ) + (prefix if mounted else ""),
@@ -115,8 +123,10 @@ class DicomWebServer:
         port: int = 8080,
         prefix: str = DEFAULT_PREFIX,
         threads: int = DEFAULT_THREADS,
+        signing_key: bytes | None = None,
     ) -> None:
         self.router, self.host, self.prefix, self.threads = router, host, prefix, threads
+        self.signing_key = signing_key
         self._requested_port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -128,7 +138,7 @@ class DicomWebServer:
         if self._server is not None:
             raise RuntimeError("the DICOMweb server is already running")
         self._server = create_server(
-            wsgi_app(self.router, prefix=self.prefix),
+            wsgi_app(self.router, prefix=self.prefix, signing_key=self.signing_key),
             host=self.host,
             port=self._requested_port,
             threads=self.threads,
@@ -190,7 +200,7 @@ def embedded_server(archive: EmbeddedArchive, *, port: int | None = None) -> Dic
     """The DICOMweb server of ``skypacs serve``: ``[http] host``/``port`` from the archive's settings."""
     settings = archive.settings
     return DicomWebServer(
-        dicomweb_router(archive.query_service),
+        dicomweb_router(archive.query_service, archive.retrieve_service),
         host=settings.http_host,
         port=settings.http_port if port is None else port,
     )
@@ -211,3 +221,24 @@ def start_embedded_server(archive: EmbeddedArchive, *, port_is_default: bool = F
         server = embedded_server(archive, port=0)
         server.start()
     return server
+
+
+def streaming_server(archive: AwsArchive, signing_key: bytes, *, host: str = "0.0.0.0",
+                     port: int = 8080, threads: int = DEFAULT_THREADS) -> DicomWebServer:
+    """The streaming service of the AWS deployment (``skypacs dicomweb``): the same routes on the AWS
+    adapters, serving signed URLs only (the large-retrieval path, :mod:`skypacs.dicomweb.signed_urls`).
+    It binds every interface: it runs in a container behind a load balancer."""
+    router = dicomweb_router(_LazyQueryService(archive), archive.retrieve_service)
+    return DicomWebServer(router, host=host, port=port, threads=threads,
+                          signing_key=signed_urls.check_key(signing_key))
+
+
+class _LazyQueryService:
+    """Searches through the archive's query service on each call: without an OpenSearch endpoint the
+    streaming service still retrieves, and only searches answer 503."""
+
+    def __init__(self, archive: AwsArchive) -> None:
+        self.archive = archive
+
+    def search(self, query: Any) -> Any:
+        return self.archive.query_service.search(query)

@@ -1,10 +1,14 @@
 """The DIMSE gateway's Application Entity: what it accepts, from whom, and how it stops.
 
 Accepts Verification and every storage SOP class pynetdicom knows (plus configured private ones), each
-with the common transfer syntaxes, compressed ones included: objects are stored as received, so the
-gateway never needs a codec. Given a query service, it also answers C-FIND in the Patient Root and
-Study Root models (uncompressed transfer syntaxes). A calling-AE allow-list applies when configured;
-without one the gateway is open to any AE and says so in the log.
+with the common transfer syntaxes, compressed ones included (Explicit VR Little Endian preferred):
+objects are stored as received, so storing never needs a codec. Given a query service, it also answers C-FIND in the Patient Root and
+Study Root models (uncompressed transfer syntaxes); given retrieve sources (catalog and object store),
+C-MOVE to the configured destinations and C-GET in both models (:mod:`skypacs.dimse.retrieve`). For
+C-GET the storage contexts also accept an SCU that proposes to act as the Storage SCP (SCP/SCU Role
+Selection, PS3.7 D.3.3.4); SCUs that propose no role selection keep the default roles, so plain C-STORE
+is unchanged. A calling-AE allow-list applies when configured; without one the gateway is open to any
+AE and says so in the log.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +25,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from skypacs.dimse import find, handlers
+from skypacs.dimse import find, handlers, retrieve
+from skypacs.dimse.retrieve import RetrieveSources
 from skypacs.services.query import QueryService
 from skypacs.services.store import StoreService
 from skypacs.sop_classes import storage_sop_classes
@@ -29,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 MAX_ASSOCIATIONS = 32
 UNCOMPRESSED_TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+STORAGE_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian] + [
+    uid for uid in ALL_TRANSFER_SYNTAXES if uid != ExplicitVRLittleEndian
+]
+"""pynetdicom accepts, of the syntaxes an SCU proposes in one context, the first in this list: Explicit VR
+Little Endian first, so that objects arrive with their VRs, and C-GET sends explicit objects as stored."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +52,11 @@ class GatewayOptions:
     extra_sop_classes: frozenset[str] = field(default_factory=frozenset)
     maximum_associations: int = MAX_ASSOCIATIONS
     network_timeout: float = 60.0
+    destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """C-MOVE destinations: AE title -> (host, port); a C-MOVE to any other AE is refused (0xA801)."""
 
 
-def build_ae(options: GatewayOptions, *, find_scp: bool = False) -> AE:
+def build_ae(options: GatewayOptions, *, find_scp: bool = False, retrieve_scp: bool = False) -> AE:
     ae = AE(ae_title=options.ae_title)
     ae.maximum_pdu_size = options.max_pdu
     ae.maximum_associations = options.maximum_associations
@@ -51,10 +64,15 @@ def build_ae(options: GatewayOptions, *, find_scp: bool = False) -> AE:
     ae.dimse_timeout = options.network_timeout
     ae.acse_timeout = 30
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    # Role selection (C-GET): accept whatever roles the SCU proposes; None keeps the default roles.
+    role = True if retrieve_scp else None
     for sop_class in sorted(storage_sop_classes() | options.extra_sop_classes):
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=role, scp_role=role)
     if find_scp:
         for sop_class in sorted(find.FIND_SOP_CLASSES):
+            ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+    if retrieve_scp:
+        for sop_class in sorted(retrieve.MOVE_SOP_CLASSES | retrieve.GET_SOP_CLASSES):
             ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
     if options.allowed_aes:
         ae.require_calling_aet = sorted(options.allowed_aes)
@@ -70,9 +88,10 @@ class Gateway:
         store_service: StoreService,
         *,
         query_service: QueryService | None = None,
+        retrieve_sources: RetrieveSources | None = None,
     ) -> None:
         self.options = options
-        self.ae = build_ae(options, find_scp=query_service is not None)
+        self.ae = build_ae(options, find_scp=query_service is not None, retrieve_scp=retrieve_sources is not None)
         self._handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handlers.handle_conn_open),
             (evt.EVT_C_ECHO, handlers.handle_echo),
@@ -80,6 +99,11 @@ class Gateway:
         ]
         if query_service is not None:
             self._handlers.append((evt.EVT_C_FIND, find.handle_find, [query_service, options.ae_title]))
+        if retrieve_sources is not None:
+            self._handlers.append(
+                (evt.EVT_C_MOVE, retrieve.handle_move, [retrieve_sources, dict(options.destinations)])
+            )
+            self._handlers.append((evt.EVT_C_GET, retrieve.handle_get, [retrieve_sources]))
         self.server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
 
