@@ -222,12 +222,13 @@ class DynamoDbCatalog:
             )
 
     def list_instances(
-        self, study_instance_uid: str, series_instance_uid: str | None = None
+        self, study_instance_uid: str, series_instance_uid: str | None = None, *, with_metadata: bool = True
     ) -> Iterator[InstanceRecord]:
         prefix = _series_sk(series_instance_uid) + "#INSTANCE#" if series_instance_uid else "SERIES#"
-        for item in self._query(_study_pk(study_instance_uid), prefix):
+        projection = () if with_metadata else _INSTANCE_FIELDS
+        for item in self._query(_study_pk(study_instance_uid), prefix, projection=projection):
             if "SOPInstanceUID" in item:  # series items share the prefix
-                yield _instance(item)
+                yield _instance(item) if with_metadata else InstanceRecord(**_fields(item, _INSTANCE_FIELDS))
 
     # -- levels --------------------------------------------------------------------------------
 

@@ -131,9 +131,10 @@ class SqliteCatalog:
             _delete_if_empty(connection, study, series, patient)
 
     def list_instances(
-        self, study_instance_uid: str, series_instance_uid: str | None = None
+        self, study_instance_uid: str, series_instance_uid: str | None = None, *, with_metadata: bool = True
     ) -> Iterator[InstanceRecord]:
-        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE StudyInstanceUID = ?"
+        columns = _INSTANCE_COLUMNS if with_metadata else _INSTANCE_COLUMNS.replace("metadata", "'{}' AS metadata")
+        sql = f"SELECT {columns} FROM instances WHERE StudyInstanceUID = ?"
         params: tuple[str, ...] = (study_instance_uid,)
         if series_instance_uid is not None:
             sql += " AND SeriesInstanceUID = ?"

@@ -110,7 +110,7 @@ def retrieve_instances(service: RetrieveService, request: Request, params: Mappi
     if sop is not None and series is not None:
         records = [service.instance(study, series, sop)]
     else:
-        records = service.instances(study, series)
+        records = service.instances(study, series, with_metadata=False)
     syntaxes = [choose_syntax(record.TransferSyntaxUID, choices) for record in records]
     refused = [record for record, syntax in zip(records, syntaxes, strict=True) if syntax is None]
     if refused:

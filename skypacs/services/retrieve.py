@@ -50,9 +50,12 @@ class RetrieveService:
 
     # --- which instances ------------------------------------------------------------------------
 
-    def instances(self, study_instance_uid: str, series_instance_uid: str | None = None) -> list[InstanceRecord]:
-        """The instances of a study or series, in series then SOP Instance UID order; NotFound if none."""
-        records = list(self.catalog.list_instances(study_instance_uid, series_instance_uid))
+    def instances(self, study_instance_uid: str, series_instance_uid: str | None = None, *,
+                  with_metadata: bool = True) -> list[InstanceRecord]:
+        """The instances of a study or series, in series then SOP Instance UID order; NotFound if none.
+        ``with_metadata=False`` for retrieval, which needs keys and sizes only."""
+        records = list(self.catalog.list_instances(study_instance_uid, series_instance_uid,
+                                                   with_metadata=with_metadata))
         if not records:
             what = "series" if series_instance_uid else "study"
             raise NotFound(f"no such {what}: {series_instance_uid or study_instance_uid}")

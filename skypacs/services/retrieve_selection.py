@@ -169,14 +169,14 @@ def _matching(
     if request.level is Level.PATIENT:
         assert request.patient_id is not None
         for study in _patient_studies(request.patient_id, query_service):
-            yield from catalog.list_instances(study)
+            yield from catalog.list_instances(study, with_metadata=False)
     elif request.level is Level.STUDY:
         for study in request.study_instance_uids:
-            yield from catalog.list_instances(study)
+            yield from catalog.list_instances(study, with_metadata=False)
     elif request.level is Level.SERIES:
         (study,) = request.study_instance_uids
         for series in request.series_instance_uids:
-            yield from catalog.list_instances(study, series)
+            yield from catalog.list_instances(study, series, with_metadata=False)
     else:
         yield from _images(request, catalog)
 
@@ -185,7 +185,8 @@ def _images(request: RetrieveRequest, catalog: Catalog) -> Iterator[InstanceReco
     (study,), (series,) = request.study_instance_uids, request.series_instance_uids
     wanted = request.sop_instance_uids
     if len(wanted) > IMAGE_LOOKUP_LIMIT:
-        listed = {record.SOPInstanceUID: record for record in catalog.list_instances(study, series)}
+        listed = {record.SOPInstanceUID: record
+                  for record in catalog.list_instances(study, series, with_metadata=False)}
         records: Iterable[InstanceRecord | None] = (listed.get(sop) for sop in wanted)
     else:
         records = (catalog.get_instance(sop) for sop in wanted)

@@ -78,6 +78,14 @@ class CatalogContract:
         assert sorted(r.SOPInstanceUID for r in catalog.list_instances(STUDY, SERIES)) == ["1.2.3.1", "1.2.3.2"]
         assert list(catalog.list_instances("7.7.7")) == []
 
+    def test_list_instances_without_metadata_keeps_everything_else(self, catalog: Catalog) -> None:
+        rec = record("1.2.3.1")
+        catalog.put_instance(rec, **levels(rec))
+        (full,) = catalog.list_instances(STUDY)
+        (light,) = catalog.list_instances(STUDY, SERIES, with_metadata=False)
+        assert full.metadata and light.metadata == {}
+        assert light == full  # metadata is not part of a record's equality: everything else is the same
+
     def test_delete_instance_removes_empty_levels_only(self, catalog: Catalog) -> None:
         a, b = record("1.2.3.1"), record("1.2.3.2", series="1.2.826.0.1.1.2")
         catalog.put_instance(a, **levels(a))
