@@ -40,6 +40,7 @@ from skypacs.config import (
     ENV_URL_SIGNING_KEY,
 )
 from skypacs.errors import BackendError
+from skypacs.services.delete import DeleteService
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
 from skypacs.services.query import QueryService
@@ -121,6 +122,11 @@ class AwsArchive:
     def url_signing_key(self) -> bytes | None:
         value = self.environ.get(ENV_URL_SIGNING_KEY, "")
         return value.encode("utf-8") if value else None
+
+    @cached_property
+    def delete_service(self) -> DeleteService:
+        """Deletes on AWS: S3 versioning keeps deleted objects recoverable (infra/constructs/storage.py)."""
+        return DeleteService(self.catalog, self.store, self.index, self.events)
 
     @cached_property
     def retrieve_service(self) -> RetrieveService:

@@ -25,6 +25,7 @@ from skypacs.adapters.sqlite_catalog import SqliteCatalog
 from skypacs.adapters.sqlite_index import SqliteQueryIndex
 from skypacs.adapters.sqlite_queue import SqliteIngestQueue
 from skypacs.config import Settings
+from skypacs.services.delete import DeleteService
 from skypacs.services.indexer import QueueIndexer
 from skypacs.services.ingest import IngestService
 from skypacs.services.quarantine import Quarantine
@@ -83,6 +84,10 @@ class EmbeddedArchive:
     @cached_property
     def query_service(self) -> QueryService:
         return QueryService(self.index)
+
+    @cached_property
+    def delete_service(self) -> DeleteService:
+        return DeleteService(self.catalog, self.store, self.index, self.events)
 
     @cached_property
     def retrieve_service(self) -> RetrieveService:

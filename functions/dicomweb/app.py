@@ -36,8 +36,10 @@ from skypacs.dicomweb.wado import STREAMED_ROUTES
 if TYPE_CHECKING:
     from skypacs.aws import AwsArchive
     from skypacs.query.model import Query
+    from skypacs.services.delete import DeleteService
     from skypacs.services.query import QueryResult, QueryService
     from skypacs.services.retrieve import RetrieveService
+    from skypacs.services.store import StoreService
 
 app = Chalice(app_name="skypacs-dicomweb")
 BINARY_TYPES = [
@@ -86,7 +88,24 @@ LAMBDA_BODY_LIMIT = 4 * 1024 * 1024
 """Largest body answered from Lambda: 6 MB of response payload, binary bodies base64-encoded (4/3),
 less room for headers. Larger answers go to the streaming service."""
 
-router: Router = dicomweb_router(_ComposedQueryService(), cast("RetrieveService", _ComposedRetrieveService()))
+class _ComposedStoreService:
+    """Forwards to the archive's store service (S3; its notifications feed the indexer Lambda)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(archive().store_service, name)
+
+
+class _ComposedDeleteService:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(archive().delete_service, name)
+
+
+router: Router = dicomweb_router(
+    _ComposedQueryService(),
+    cast("RetrieveService", _ComposedRetrieveService()),
+    store_service=cast("StoreService", _ComposedStoreService()),
+    delete_service=cast("DeleteService", _ComposedDeleteService()),
+)
 _route_names = {route.pattern: route.name for route in router.routes}
 
 
@@ -165,7 +184,8 @@ def _register(routes: tuple[Route, ...]) -> None:
         methods.setdefault(route.pattern, []).append(route.method)
     for index, (pattern, verbs) in enumerate(methods.items()):
         name = "dicomweb_" + ("_".join(s.strip("{}") for s in pattern.strip("/").split("/")) or "root")
-        app.route(pattern, methods=verbs, name=f"{name}_{index}")(_view(pattern))
+        # Any request Content-Type reaches the routes, which answer 415 themselves (STOW-RS).
+        app.route(pattern, methods=verbs, name=f"{name}_{index}", content_types=["*/*"])(_view(pattern))
 
 
 _register(router.routes)

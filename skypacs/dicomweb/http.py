@@ -49,6 +49,10 @@ class UnsupportedMediaType(SkyPacsError):
     """The request body's Content-Type is not one the service accepts (HTTP 415)."""
 
 
+class PayloadTooLarge(SkyPacsError):
+    """The request body is larger than the service accepts (HTTP 413)."""
+
+
 class MethodNotAllowed(SkyPacsError):
     """The path exists but not for this method (HTTP 405)."""
 
@@ -149,6 +153,7 @@ ERROR_STATUSES: tuple[tuple[type[SkyPacsError], int], ...] = (
     (NotAcceptable, 406),
     (CannotTranscode, 406),
     (Conflict, 409),
+    (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (BackendError, 503),
 )

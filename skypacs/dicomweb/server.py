@@ -40,6 +40,9 @@ DEFAULT_PREFIX = "/dicom-web"
 DEFAULT_THREADS = 8
 """Worker threads: requests served at once (each holds its own SQLite connection)."""
 BODY_CHUNK = 64 * 1024
+MAX_REQUEST_BODY = 2 * 1024**3 + 1024**2
+"""waitress refuses larger bodies (its default is 1 GiB): STOW-RS's own limit (2 GiB) plus room for the
+multipart envelope; STOW answers 413 itself before that."""
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -146,6 +149,7 @@ class DicomWebServer:
             asyncore_use_poll=True,  # no select() limit on descriptor numbers in a busy process
             expose_tracebacks=False,
             clear_untrusted_proxy_headers=True,
+            max_request_body_size=MAX_REQUEST_BODY,
         )
         self._thread = threading.Thread(target=self._server.run, name="dicomweb-http", daemon=True)
         self._thread.start()
@@ -200,7 +204,8 @@ def embedded_server(archive: EmbeddedArchive, *, port: int | None = None) -> Dic
     """The DICOMweb server of ``skypacs serve``: ``[http] host``/``port`` from the archive's settings."""
     settings = archive.settings
     return DicomWebServer(
-        dicomweb_router(archive.query_service, archive.retrieve_service),
+        dicomweb_router(archive.query_service, archive.retrieve_service, store_service=archive.store_service,
+                        delete_service=archive.delete_service),
         host=settings.http_host,
         port=settings.http_port if port is None else port,
     )

@@ -8,6 +8,7 @@ The study here is larger than API Gateway's 10 MB and Lambda's 6 MB many times o
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -160,3 +161,20 @@ def test_the_streaming_service_refuses_unsigned_tampered_and_expired_urls(deploy
     other_key = signed_urls.signed_url(base, b"x" * 40, path)
     assert requests.get(other_key, timeout=30).status_code == 403
     assert requests.get(f"{urlsplit(base).scheme}://{urlsplit(base).netloc}/health", timeout=30).status_code == 200
+
+
+def test_stow_through_the_lambda_api_writes_to_s3(deployment: Deployment) -> None:
+    from skypacs.dicomweb.multipart import Part, content_type, multipart_body
+
+    data = clone("CT_small.dcm", StudyInstanceUID=new_uid(), SeriesInstanceUID=new_uid(), SOPInstanceUID=new_uid())
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    body = b"".join(multipart_body([Part("application/dicom", [data])], "b0undary"))
+    response = requests.post(f"{deployment.api_url}/studies", data=body, timeout=30, headers={
+        "Content-Type": content_type("application/dicom", "b0undary"), "Accept": "application/dicom+json"})
+    assert response.status_code == 200, response.text
+    (referenced,) = response.json()["00081199"]["Value"]
+    assert referenced["00081155"]["Value"] == [dataset.SOPInstanceUID]
+    key = (f"studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/"
+           f"{dataset.SOPInstanceUID}.dcm")
+    with deployment.archive.store.open(key) as stream:
+        assert stream.read() == data
