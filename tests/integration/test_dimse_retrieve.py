@@ -20,6 +20,7 @@ import pydicom
 import pytest
 from moto import mock_aws
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -27,6 +28,9 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode, split_dataset
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     PatientRootQueryRetrieveInformationModelGet,
@@ -38,7 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from skypacs.adapters.dynamodb_catalog import create_catalog_table
 from skypacs.aws import AwsArchive
 from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, Settings
-from skypacs.dimse.retrieve import RetrieveSources
+from skypacs.dimse.retrieve import RetrieveSources, dataset_offset, encode_store_command
 from skypacs.dimse.server import Gateway, GatewayOptions
 from skypacs.embedded import EmbeddedArchive
 from skypacs.errors import BackendError
@@ -807,3 +811,45 @@ def test_skypacs_serve_moves_to_configured_destinations(tmp_path: Path) -> None:
         if server.process is not None:
             server.terminate()
         capture.stop()
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "image_dfl.dcm", "JPEG2000.dcm"]
+)
+def test_dataset_offset_is_where_pynetdicom_finds_the_dataset(name: str) -> None:
+    path = dicom_file(name)
+    assert dataset_offset(path) == split_dataset(path)[1]
+
+
+def test_dataset_offset_of_a_file_meta_larger_than_the_block_read(tmp_path: Path) -> None:
+    dataset = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    dataset.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    dataset.file_meta.PrivateInformation = b"x" * 4000  # group 0002 runs past the first block read
+    path = tmp_path / "large-meta.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    assert dataset_offset(path) == split_dataset(path)[1] > 4000
+
+
+def test_dataset_offset_of_a_file_without_preamble_fails_as_pynetdicom_does(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(dicom_file("CT_small.dcm").read_bytes()[128:])
+    with pytest.raises(InvalidDicomError):
+        dataset_offset(bare)
+
+
+@pytest.mark.parametrize("originator", [(None, None), ("MOVESCU", 7), ("ODD", 65535)])
+@pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45"])  # even and odd lengths: UI padding
+def test_store_command_is_what_pynetdicom_encodes(originator: tuple[str | None, int | None], instance: str) -> None:
+    request = C_STORE()
+    request.MessageID, request.Priority = 12, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = CTImageStorage, instance
+    request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID = originator
+    request._dataset_path = (Path("unused.dcm"), 0)
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    expected = encode(message.command_set, True, True)
+    got = encode_store_command(
+        sop_class=CTImageStorage, sop_instance=instance, message_id=12, priority=2,
+        originator_aet=originator[0], originator_id=originator[1],
+    )
+    assert got == expected
