@@ -121,6 +121,8 @@ DCMTK_MAX_PDU = 131072
 """The largest PDU DCMTK accepts to receive."""
 READY_PATTERN = re.compile(r"DIMSE listening as \S+ on port (\d+)(?:, DICOMweb at (\S+))?")
 READY_TIMEOUT_S = 60.0
+AUTH_HEADERS: dict[str, str] = {}
+"""``Authorization: Bearer`` with the token the spawned server made (DATA_DIR/api-token), once it runs."""
 STOP_TIMEOUT_S = 60.0
 RSS_INTERVAL_S = 0.05
 READ_CHUNK = 1024 * 1024
@@ -304,6 +306,9 @@ class SpawnedServer:
             self.stop()
             raise RuntimeError(f"server did not report DICOMweb listening within {READY_TIMEOUT_S:.0f} s; "
                                f"log: {self.log_path}\n{self.log_tail()}")
+        token_file = self.data_dir / "api-token"  # serve's own token, unless the configuration has some
+        if token_file.is_file():
+            AUTH_HEADERS["Authorization"] = f"Bearer {token_file.read_text().strip()}"
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -425,7 +430,7 @@ def retrieve_study(base_url: str, study: Study, accept: str) -> dict[str, Any]:
     view = memoryview(buffer)
     try:
         started = time.perf_counter()
-        connection.request("GET", f"{prefix}/studies/{study.study_uid}", headers={"Accept": accept})
+        connection.request("GET", f"{prefix}/studies/{study.study_uid}", headers={"Accept": accept, **AUTH_HEADERS})
         response = connection.getresponse()
         if response.status != 200:
             raise RuntimeError(f"study retrieve answered {response.status}: {response.read()[:300]!r}")
@@ -482,11 +487,11 @@ class LatencyClient:
     def get(self, path: str, accept: str) -> tuple[int, str, bytes]:
         if self._session is not None:
             response = self._session.get(f"http://{self.host}:{self.port}{self.prefix}{path}",
-                                         headers={"Accept": accept})
+                                         headers={"Accept": accept, **AUTH_HEADERS})
             return response.status_code, response.headers.get("Content-Type", ""), response.content
         if self._connection is None:
             self._connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        self._connection.request("GET", f"{self.prefix}{path}", headers={"Accept": accept})
+        self._connection.request("GET", f"{self.prefix}{path}", headers={"Accept": accept, **AUTH_HEADERS})
         answer = self._connection.getresponse()
         body = answer.read()
         if answer.will_close:

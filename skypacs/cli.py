@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from skypacs import __version__
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "C-MOVE to the [dimse.destinations] of the configuration, C-GET), the "
         "DICOMweb API (QIDO-RS under http://HOST:PORT/dicom-web) and the indexer, storing under the data "
         "directory. Objects queued but not indexed when the last run "
-        "stopped are indexed on start. SIGTERM or Ctrl-C finishes in-flight stores, drains the "
+        "stopped are indexed on start. DICOMweb requests need 'Authorization: Bearer TOKEN': a token of "
+        "[http.tokens] in the configuration, or else the one made on the first start (printed once) and "
+        "kept in DATA_DIR/api-token. SIGTERM or Ctrl-C finishes in-flight stores, drains the "
         "indexer, then exits.",
     )
     _common(serve)
@@ -238,6 +241,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pdu=args.max_pdu,
         http_port=args.http_port if args.http_port is None or args.http_port >= 0 else None,
     )
+    serve_http = args.http_port is None or args.http_port >= 0
+    new_token, token_source = None, "tokens of the configuration"
+    if serve_http and not settings.http_tokens:
+        from skypacs.dicomweb.auth import API_TOKEN_FILE, load_or_create_token
+
+        token_file = settings.data_dir / API_TOKEN_FILE
+        token, created = load_or_create_token(token_file)
+        settings = replace(settings, http_tokens={token: "write"})
+        new_token, token_source = (token if created else None), f"token in {token_file}"
     archive = EmbeddedArchive(settings)
     removed = archive.store.remove_stale_temporaries()
     if removed:
@@ -258,7 +270,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"skypacs: cannot listen on port {settings.dimse_port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURES
     http = None
-    if args.http_port is None or args.http_port >= 0:
+    if serve_http:
         from skypacs.dicomweb.server import start_embedded_server
 
         try:
@@ -271,9 +283,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             indexer.join()
             print(f"skypacs: cannot listen on HTTP port {settings.http_port}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILURES
+    if http is not None and new_token is not None:
+        # Shown this once: later starts read it from the file silently.
+        print(f"SkyPACS made a DICOMweb API token with write access (saved, owner-only, in "
+              f"{settings.data_dir / API_TOKEN_FILE}; set [http.tokens] to use your own):\n  {new_token}\n"
+              f"Use it as: curl -H \"Authorization: Bearer {new_token}\" {http.url}/studies", flush=True)
     print(
         f"SkyPACS serving {settings.data_dir}: DIMSE listening as {settings.ae_title} on port {gateway.port}"
-        + (f", DICOMweb at {http.url}" if http is not None else ", DICOMweb off"),
+        + (f", DICOMweb at {http.url} (bearer {token_source})" if http is not None else ", DICOMweb off"),
         flush=True,
     )
     while not stopping.wait(1.0):

@@ -15,9 +15,16 @@ The config file is TOML, by default ``skypacs.toml`` in the data directory (or `
     WORKSTATION = "10.0.0.5:104"
     VIEWER = "[fd00::5]:11112"               # IPv6 addresses in brackets
 
-    [http]                                   # DICOMweb (query issue); tokens (web-ingest issue)
+    [http]                                   # DICOMweb
     port = 8080
     host = "127.0.0.1"
+    cors_origins = ["https://viewer.example.org"]   # browser origins allowed to call it; "*" = any
+
+    [http.tokens]                            # bearer tokens (at least 20 characters) = "read" or "write"
+    "a-long-random-token-for-the-viewer" = "read"
+    "another-long-random-token-for-ingest" = "write"
+
+Without tokens, ``skypacs serve`` makes one (write scope) and keeps it in ``DATA_DIR/api-token``.
 
 Environment variables (names below, all ``SKYPACS_*``) override the file; only the composition root
 reads them. AWS deployments set them on the Lambda functions and the gateway task.
@@ -46,6 +53,11 @@ ENV_DESTINATIONS = "SKYPACS_DESTINATIONS"
 replaces ``[dimse.destinations]`` of the file when set."""
 ENV_HTTP_PORT = "SKYPACS_HTTP_PORT"
 ENV_HTTP_HOST = "SKYPACS_HTTP_HOST"
+ENV_HTTP_TOKENS = "SKYPACS_HTTP_TOKENS"
+"""DICOMweb bearer tokens, comma-separated ``TOKEN:scope`` pairs (``tok1:write,tok2:read``); replaces
+``[http.tokens]`` of the file when set."""
+ENV_CORS_ORIGINS = "SKYPACS_CORS_ORIGINS"
+"""Comma-separated browser origins allowed to call DICOMweb (``https://viewer.example.org``, or ``*``)."""
 ENV_BUCKET = "SKYPACS_BUCKET"
 """AWS: the S3 bucket holding the objects."""
 ENV_CATALOG_TABLE = "SKYPACS_CATALOG_TABLE"
@@ -68,6 +80,9 @@ DEFAULT_DATA_DIR = "./skypacs-data"
 DEFAULT_AE_TITLE = "SKYPACS"
 DEFAULT_DIMSE_PORT = 11112
 DEFAULT_HTTP_PORT = 8080
+TOKEN_SCOPES = ("read", "write")
+"""``read``: GET and HEAD (QIDO-RS, WADO-RS); ``write``: also POST (STOW-RS) and DELETE."""
+MIN_TOKEN_LENGTH = 20
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,10 @@ class Settings:
     """C-MOVE destinations: AE title -> ``"host:port"`` (see :func:`parse_address`)."""
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
+    http_tokens: Mapping[str, str] = field(default_factory=dict)
+    """DICOMweb bearer tokens: token -> scope (one of :data:`TOKEN_SCOPES`); empty = no authentication."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call DICOMweb (``https://host[:port]``, or ``*`` for any)."""
     log_identifiers: bool = False
 
     @property
@@ -106,6 +125,23 @@ def _destinations(value: str) -> dict[str, str]:
             raise ValueError(f"{ENV_DESTINATIONS}: {part.strip()!r} is not AE=host:port")
         destinations[title.strip()] = address.strip()
     return destinations
+
+
+def _tokens(value: str) -> dict[str, str]:
+    """``tok1:write,tok2:read`` (the environment form of ``[http.tokens]``)."""
+    tokens: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        token, separator, scope = part.strip().rpartition(":")
+        if not separator or not token:
+            raise ValueError(f"{ENV_HTTP_TOKENS}: an entry is not TOKEN:scope")  # never echo a secret
+        tokens[token] = scope.strip()
+    return tokens
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -143,6 +179,10 @@ def _from_file(path: Path) -> dict[str, Any]:
     for source, target in (("port", "http_port"), ("host", "http_host")):
         if source in http:
             values[target] = http[source]
+    if "tokens" in http:
+        values["http_tokens"] = {str(token): str(scope) for token, scope in http["tokens"].items()}
+    if "cors_origins" in http:
+        values["cors_origins"] = tuple(str(origin).strip().rstrip("/") for origin in http["cors_origins"])
     return values
 
 
@@ -157,6 +197,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         ENV_DESTINATIONS: ("destinations", _destinations),
         ENV_HTTP_PORT: ("http_port", int),
         ENV_HTTP_HOST: ("http_host", str),
+        ENV_HTTP_TOKENS: ("http_tokens", _tokens),
+        ENV_CORS_ORIGINS: ("cors_origins", _origins),
         ENV_LOG_IDENTIFIERS: ("log_identifiers", lambda v: v.strip().lower() in ("1", "true", "yes")),
     }
     return {name: parse(environ[var]) for var, (name, parse) in readers.items() if environ.get(var)}
@@ -197,4 +239,13 @@ def _validated(settings: Settings) -> Settings:
             raise ValueError(f"port {port} is out of range")
     if settings.max_pdu < 0:
         raise ValueError("max_pdu must be 0 (unlimited) or a positive byte count")
+    for number, (token, scope) in enumerate(settings.http_tokens.items(), start=1):
+        # Tokens are secrets: errors name their position, never the token.
+        if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or token != token.strip():
+            raise ValueError(f"HTTP token #{number} must be at least {MIN_TOKEN_LENGTH} printable characters")
+        if scope not in TOKEN_SCOPES:
+            raise ValueError(f"HTTP token #{number}: scope {scope!r} is not one of {', '.join(TOKEN_SCOPES)}")
+    for origin in settings.cors_origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"CORS origin {origin!r} must be * or scheme://host[:port]")
     return settings

@@ -62,6 +62,11 @@ class InvalidQuery(SkyPacsError):
     """A query or request parameter cannot be understood."""
 
 
+class Unauthenticated(SkyPacsError):
+    """The caller did not say who it is, or not credibly (no bearer token, an unknown one): HTTP 401,
+    which invites it to try again with credentials; :class:`AccessDenied` is for a known caller."""
+
+
 class AccessDenied(SkyPacsError):
     """The caller (AE title, token) is not allowed to do this."""
 

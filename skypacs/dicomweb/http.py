@@ -30,6 +30,7 @@ from skypacs.errors import (
     InvalidQuery,
     NotFound,
     SkyPacsError,
+    Unauthenticated,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
 JSON = "application/json"
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
+WWW_AUTHENTICATE = 'Bearer realm="skypacs"'
+"""The challenge of every 401 (RFC 6750 3): the archive takes bearer tokens."""
 MAX_QUERY_FIELDS = 1000
 """Most query parameters one request may carry (a guard against parameter floods)."""
 
@@ -147,6 +150,7 @@ def json_response(value: Any, *, status: int = 200, content_type: str = JSON,
 ERROR_STATUSES: tuple[tuple[type[SkyPacsError], int], ...] = (
     (InvalidQuery, 400),
     (InvalidObject, 400),
+    (Unauthenticated, 401),
     (AccessDenied, 403),
     (NotFound, 404),
     (MethodNotAllowed, 405),
@@ -174,6 +178,8 @@ def error_response(error: BaseException) -> Response:
     status = status_for(error)
     message = str(error) if status != 500 else "internal server error"
     headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     if isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
     if status == 503:

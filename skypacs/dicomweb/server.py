@@ -17,17 +17,30 @@ The server binds 127.0.0.1 by default (``[http] host`` in ``skypacs.toml`` to ex
 background thread: :meth:`DicomWebServer.start` returns once it listens (port 0 = an ephemeral port,
 see :attr:`DicomWebServer.port`), :meth:`DicomWebServer.stop` stops accepting, lets requests in
 flight finish, then closes every connection.
+
+With ``tokens`` every DICOMweb request needs ``Authorization: Bearer TOKEN``
+(:mod:`skypacs.dicomweb.auth`; the health checks never do); with ``cors_origins`` browsers on those
+origins may call it (:mod:`skypacs.dicomweb.cors`). ``skypacs serve`` always has a token: the
+configured ones, or one it made and keeps in ``DATA_DIR/api-token``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from skypacs.dicomweb import dicomweb_router, signed_urls
-from skypacs.dicomweb.http import Headers, Request, Router, decode_query, error_response, health_routes
+from skypacs.dicomweb import auth, cors, dicomweb_router, signed_urls
+from skypacs.dicomweb.http import (
+    Headers,
+    Request,
+    Response,
+    Router,
+    decode_query,
+    error_response,
+    health_routes,
+)
 from skypacs.errors import SkyPacsError
 
 if TYPE_CHECKING:
@@ -49,12 +62,19 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
-def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes | None = None) -> WsgiApp:
+HEALTH_PATHS = ("/", "/health")
+"""Paths answered without a token, at the server root and under the prefix alike."""
+
+
+def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes | None = None,
+             tokens: Mapping[str, str] | None = None, cors_origins: tuple[str, ...] = ()) -> WsgiApp:
     """A WSGI application serving ``router`` under ``prefix`` and health checks at the root.
 
     With a ``signing_key`` (the streaming service on AWS), every request under ``prefix`` must be a
     signed URL (:mod:`skypacs.dicomweb.signed_urls`); the signature parameters are removed before the
-    route sees the query."""
+    route sees the query. With ``tokens`` (token -> scope), every request under ``prefix`` but the
+    health checks must carry one (:func:`skypacs.dicomweb.auth.authorize`); None means no
+    authentication. ``cors_origins`` are the browser origins allowed to call (``*``: any)."""
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     root = Router(health_routes())
 
@@ -64,26 +84,45 @@ def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes
         mounted = path == prefix or path.startswith(prefix + "/")
         target = router if mounted else root
         relative = (path[len(prefix):] or "/") if mounted else path
+        method = environ["REQUEST_METHOD"].upper()
+        headers = Headers(_headers(environ))
+        if cors_origins and cors.is_preflight(method, headers):
+            response = cors.preflight_response(cors_origins, headers)
+        else:
+            response = _serve(target, environ, method, headers, mounted, relative)
+            if cors_origins:
+                _add_cors(response, cors.response_headers(cors_origins, headers.get("Origin")))
+        start_response(f"{response.status} {response.reason}", list(response.headers.items()))
+        return response.body
+
+    def _serve(target: Router, environ: Environ, method: str, headers: Headers, mounted: bool,
+               relative: str) -> Response:
         try:
+            if tokens is not None and mounted and relative not in HEALTH_PATHS:
+                auth.authorize(tokens, method, headers.get("Authorization"))
             query = decode_query(environ.get("QUERY_STRING", "").encode("latin-1"))
             if signing_key is not None and mounted:
                 query = signed_urls.verify(signing_key, environ["REQUEST_METHOD"], relative, query)
             request = Request(
-                method=environ["REQUEST_METHOD"].upper(),
+                method=method,
                 path=relative,
                 query=query,
-                headers=Headers(_headers(environ)),
+                headers=headers,
                 body=_body(environ),
                 base_url=_base_url(environ) + (prefix if mounted else ""),
             )
         except SkyPacsError as exc:
-            response = error_response(exc)
-        else:
-            response = target.dispatch(request)
-        start_response(f"{response.status} {response.reason}", list(response.headers.items()))
-        return response.body
+            return error_response(exc)
+        return target.dispatch(request)
 
     return application
+
+
+def _add_cors(response: Response, headers: Mapping[str, str]) -> None:
+    for name, value in headers.items():
+        if name == "Vary" and response.headers.get("Vary"):
+            value = f"{response.headers['Vary']}, {value}"
+        response.headers[name] = value
 
 
 def _headers(environ: Environ) -> Iterator[tuple[str, str]]:
@@ -127,9 +166,13 @@ class DicomWebServer:
         prefix: str = DEFAULT_PREFIX,
         threads: int = DEFAULT_THREADS,
         signing_key: bytes | None = None,
+        tokens: Mapping[str, str] | None = None,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.router, self.host, self.prefix, self.threads = router, host, prefix, threads
         self.signing_key = signing_key
+        self.tokens = dict(tokens) if tokens is not None else None
+        self.cors_origins = tuple(cors_origins)
         self._requested_port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -141,7 +184,8 @@ class DicomWebServer:
         if self._server is not None:
             raise RuntimeError("the DICOMweb server is already running")
         self._server = create_server(
-            wsgi_app(self.router, prefix=self.prefix, signing_key=self.signing_key),
+            wsgi_app(self.router, prefix=self.prefix, signing_key=self.signing_key, tokens=self.tokens,
+                     cors_origins=self.cors_origins),
             host=self.host,
             port=self._requested_port,
             threads=self.threads,
@@ -201,13 +245,16 @@ class DicomWebServer:
 
 
 def embedded_server(archive: EmbeddedArchive, *, port: int | None = None) -> DicomWebServer:
-    """The DICOMweb server of ``skypacs serve``: ``[http] host``/``port`` from the archive's settings."""
+    """The DICOMweb server of ``skypacs serve``: ``[http] host``/``port``, tokens and CORS origins from
+    the archive's settings (no tokens there: no authentication)."""
     settings = archive.settings
     return DicomWebServer(
         dicomweb_router(archive.query_service, archive.retrieve_service, store_service=archive.store_service,
                         delete_service=archive.delete_service),
         host=settings.http_host,
         port=settings.http_port if port is None else port,
+        tokens=settings.http_tokens or None,
+        cors_origins=settings.cors_origins,
     )
 
 

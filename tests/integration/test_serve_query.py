@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 from tests.conftest import copy_testdata, run_dcmtk
-from tests.integration.test_serve import Server, free_port, server, storescu  # noqa: F401 - fixture
 from tests.dicom_files import identity
+from tests.integration.test_serve import Server, free_port, server, storescu  # noqa: F401 - fixture
 
 
-def curl(url: str) -> tuple[int, bytes]:
+def curl(url: str, token: str) -> tuple[int, bytes]:
     result = subprocess.run(
-        ["curl", "-sS", "-g", "-H", "Accept: application/dicom+json", "-w", "\n%{http_code}", url],
+        ["curl", "-sS", "-g", "-H", "Accept: application/dicom+json", "-H", f"Authorization: Bearer {token}",
+         "-w", "\n%{http_code}", url],
         capture_output=True, timeout=60, check=True,
     )
     body, _, status = result.stdout.rpartition(b"\n")
@@ -28,10 +29,11 @@ def test_store_with_storescu_then_find_with_curl_and_findscu(server: Server, tmp
     assert storescu(server.port, paths).returncode == 0
     server.wait_instances({identity(p)[2] for p in paths})
     base = f"http://127.0.0.1:{http_port}/dicom-web"
+    token = (server.data_dir / "api-token").read_text().strip()  # made by serve on its first start
 
     deadline = time.monotonic() + 10
     while True:  # the catalog row lands a moment before the index row
-        status, body = curl(f"{base}/studies?PatientName=compressedsamples%2A&includefield=StudyDescription")
+        status, body = curl(f"{base}/studies?PatientName=compressedsamples%2A&includefield=StudyDescription", token)
         if status == 200 and len(json.loads(body)) == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -43,9 +45,9 @@ def test_store_with_storescu_then_find_with_curl_and_findscu(server: Server, tmp
     assert all(s["00201208"]["Value"] == [1] for s in studies)  # NumberOfStudyRelatedInstances
 
     ct_study = identity(paths[0])[0]
-    status, body = curl(f"{base}/studies/{ct_study}/series")
+    status, body = curl(f"{base}/studies/{ct_study}/series", token)
     assert status == 200 and json.loads(body)[0]["00080060"]["Value"] == ["CT"]
-    status, body = curl(f"{base}/studies?Foo=bar")
+    status, body = curl(f"{base}/studies?Foo=bar", token)
     assert status == 400 and "unknown attribute" in json.loads(body)["error"]
 
     out = tmp_path / "found"
