@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from pynetdicom import _config as pynetdicom_config
 
+from skypacs.audit import AUDIT_LOGGER, audit_handler
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -41,3 +43,8 @@ def configure_logging(*, level: str = "INFO", json_format: bool = False, log_ide
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = log_identifiers
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = log_identifiers
     logging.getLogger("pynetdicom").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.INFO)
+    # The audit trail (skypacs.audit) is kept whatever the level: its own handler, JSON lines always.
+    audit_logger = logging.getLogger(AUDIT_LOGGER)
+    audit_logger.handlers[:] = [audit_handler()]
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False

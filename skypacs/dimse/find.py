@@ -20,6 +20,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from skypacs.audit import dimse_outcome
+from skypacs.dimse.handlers import audit_dimse
 from skypacs.dimse.status import Status, status_dataset, status_for
 from skypacs.errors import SkyPacsError
 from skypacs.ports import DicomJson
@@ -44,6 +46,34 @@ FindResponse = tuple[int | Dataset, Dataset | None]
 
 
 def handle_find(
+    event: events.Event, query_service: QueryService, ae_title: str | None = None
+) -> Iterator[FindResponse]:
+    """:func:`answer_find`, and one audit record before the final response (pynetdicom asks for nothing
+    after it): the level, the key names (never their values), the matches sent and the final status."""
+    matches = 0
+    for answer, identifier in answer_find(event, query_service, ae_title):
+        status = int(answer.Status) if isinstance(answer, Dataset) else int(answer)
+        if status in (Status.PENDING, 0xFF01):
+            matches += 1
+        else:
+            _audit_find(event, status, matches)
+        yield answer, identifier
+
+
+def _audit_find(event: events.Event, status: int, matches: int) -> None:
+    what: dict[str, object] = {"matches": matches}
+    try:
+        identifier = event.identifier
+        what["level"] = str(identifier.get("QueryRetrieveLevel", ""))
+        what["keys"] = sorted(element.keyword or f"{int(element.tag):08X}" for element in identifier
+                              if element.keyword not in ("QueryRetrieveLevel", "SpecificCharacterSet"))
+    except Exception:  # noqa: BLE001 - an undecodable Identifier was answered above; audit what is known
+        logger.debug("C-FIND: the audit record names no keys: the Identifier cannot be decoded")
+    status_hex, outcome = dimse_outcome(status)
+    audit_dimse(event, "query", what, outcome, status_hex)
+
+
+def answer_find(
     event: events.Event, query_service: QueryService, ae_title: str | None = None
 ) -> Iterator[FindResponse]:
     """Answer a C-FIND: one ``(0xFF00, identifier)`` per match, then ``(0x0000, None)``.
@@ -139,4 +169,4 @@ def _request_vr(request: Dataset, tag: Any) -> str:
     return AMBIGUOUS_VRS.get(vr, vr)
 
 
-__all__ = ["FIND_SOP_CLASSES", "handle_find", "response_identifier"]
+__all__ = ["FIND_SOP_CLASSES", "answer_find", "handle_find", "response_identifier"]

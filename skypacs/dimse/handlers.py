@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -14,6 +15,7 @@ from pynetdicom import events
 from pynetdicom.dimse_primitives import C_STORE
 
 from skypacs import __version__
+from skypacs.audit import audit, dimse_outcome
 from skypacs.dimse.status import Status, status_dataset, status_for
 from skypacs.errors import SkyPacsError
 from skypacs.services.store import StoreService
@@ -52,6 +54,24 @@ def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
     The answer waits only for the durable write; indexing follows from the ingest queue.
     """
     request = cast(C_STORE, event.request)
+    what: dict[str, object] = {"SOPInstanceUID": str(request.AffectedSOPInstanceUID or ""),
+            "SOPClassUID": str(request.AffectedSOPClassUID or "")}
+    answer = _store(event, service, request, what)
+    status = int(answer.Status) if isinstance(answer, Dataset) else answer
+    status_hex, outcome = dimse_outcome(status)
+    audit_dimse(event, "store", what, outcome, status_hex)
+    return answer
+
+
+def audit_dimse(event: events.Event, action: str, what: Mapping[str, Any], outcome: str, status: str,
+                **extra: Any) -> None:
+    """The audit record of a DIMSE request: the calling AE title, the peer's address, the status."""
+    requestor = event.assoc.requestor
+    audit(action, who=str(requestor.ae_title), what=what, outcome=outcome, protocol="DIMSE", status=status,
+          address=f"{requestor.address}:{requestor.port}", **extra)
+
+
+def _store(event: events.Event, service: StoreService, request: C_STORE, what: dict[str, object]) -> int | Dataset:
     calling = event.assoc.requestor.ae_title
     try:
         data = part10_bytes(event, calling)
@@ -72,4 +92,7 @@ def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
         logger.exception("C-STORE from %s failed unexpectedly", calling)
         return status_dataset(Status.OUT_OF_RESOURCES, f"storage failed: {type(exc).__name__}")
     logger.debug("C-STORE from %s stored %s (%d bytes)", calling, receipt.info.key, receipt.info.size)
+    identity = receipt.identity
+    what.update(StudyInstanceUID=identity.StudyInstanceUID, SeriesInstanceUID=identity.SeriesInstanceUID,
+                SOPInstanceUID=identity.SOPInstanceUID)
     return int(Status.SUCCESS)

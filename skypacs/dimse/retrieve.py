@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +65,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from skypacs.dimse.handlers import handle_conn_open
+from skypacs.audit import dimse_outcome
+from skypacs.dimse.handlers import audit_dimse, handle_conn_open
 from skypacs.dimse.status import Status, retrieve_status_for, status_dataset
 from skypacs.errors import CannotTranscode, SkyPacsError
 from skypacs.imaging.transcode import can_transcode, read_part10, transcode_dataset
@@ -154,10 +155,12 @@ def handle_move(
     address = destinations.get(destination)
     if address is None:
         logger.warning("C-MOVE from %s refused: move destination %r is not configured (0xA801)", calling, destination)
+        _audit_retrieve(event, int(Status.MOVE_DESTINATION_UNKNOWN), Counter(), destination=destination)
         yield None, None
         return
     outcome = _selection(event, sources, MOVE_SOP_CLASSES, "C-MOVE")
     if isinstance(outcome, Dataset):
+        _audit_retrieve(event, int(outcome.Status), Counter(), destination=destination)
         _refuse(event.assoc, outcome)
         yield None, None
         return
@@ -165,7 +168,8 @@ def handle_move(
     logger.info("C-MOVE from %s to %s: %d instances", calling, destination, len(outcome))
     yield address[0], address[1], sub_association.kwargs(proposed_contexts(outcome))
     yield len(outcome)
-    yield from _sub_operations(event, outcome, sources, sub_association.get, f"C-MOVE to {destination}")
+    sent = yield from _sub_operations(event, outcome, sources, sub_association.get, f"C-MOVE to {destination}")
+    _audit_retrieve(event, None, sent, destination=destination)
 
 
 def handle_get(event: events.Event, sources: RetrieveSources) -> Iterator[Any]:
@@ -174,12 +178,34 @@ def handle_get(event: events.Event, sources: RetrieveSources) -> Iterator[Any]:
     calling = event.assoc.requestor.ae_title
     outcome = _selection(event, sources, GET_SOP_CLASSES, "C-GET")
     if isinstance(outcome, Dataset):
+        _audit_retrieve(event, int(outcome.Status), Counter())
         _refuse(event.assoc, outcome)
         yield 0
         return
     logger.info("C-GET from %s: %d instances", calling, len(outcome))
     yield len(outcome)
-    yield from _sub_operations(event, outcome, sources, lambda: event.assoc, f"C-GET from {calling}")
+    sent = yield from _sub_operations(event, outcome, sources, lambda: event.assoc, f"C-GET from {calling}")
+    _audit_retrieve(event, None, sent)
+
+
+def _audit_retrieve(event: events.Event, status: int | None, sent: Counter[str], **extra: Any) -> None:
+    """The audit record of a C-MOVE/C-GET: level, UIDs, destination, sub-operation counts, and the
+    final status (given for a refusal; otherwise the one pynetdicom derives from the counts)."""
+    if status is None:
+        status = (Status.CANCEL if sent["cancelled"] else 0xA702 if sent["failed"] and not sent["completed"]
+                  else 0xB000 if sent["failed"] or sent["warning"] else Status.SUCCESS)
+    what: dict[str, Any] = {name: sent[name] for name in ("completed", "failed", "warning")}
+    try:
+        identifier = event.identifier
+        what["level"] = str(identifier.get("QueryRetrieveLevel", ""))
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if identifier.get(keyword):
+                value = identifier.get(keyword)
+                what[keyword] = [str(uid) for uid in value] if isinstance(value, list | tuple) else str(value)
+    except Exception:  # noqa: BLE001 - an undecodable Identifier was refused; audit what is known
+        logger.debug("the audit record names no UIDs: the Identifier cannot be decoded")
+    status_hex, outcome = dimse_outcome(int(status))
+    audit_dimse(event, "retrieve", {**what, **extra}, outcome, status_hex)
 
 
 def _selection(
@@ -299,14 +325,17 @@ def _sub_operations(
     sources: RetrieveSources,
     storage_association: Callable[[], Association | None],
     what: str,
-) -> Iterator[tuple[int, Dataset | None]]:
+) -> Generator[tuple[int, Dataset | None], None, Counter[str]]:
     """One ``(0xFF00, SubOperation)`` per instance; ``(0xFE00, None)`` on C-CANCEL. The final response
-    is pynetdicom's, from the C-STORE statuses it collected."""
+    is pynetdicom's, from the C-STORE statuses it collected; returns those statuses counted (completed,
+    failed, warning; cancelled on C-CANCEL) for the audit trail."""
     association = storage_association()
     if association is None:  # pragma: no cover - pynetdicom resumes us only once associated
         logger.error("%s: no storage association to send on", what)
-        return
+        return Counter(failed=len(records))
     send_files_as_stored(association)
+    sender = cast(_FileSender, association.send_c_store)
+    before = Counter(sender.statuses)
     accepted = accepted_transfer_syntaxes(association)
     counts: Counter[str] = Counter()
     with _polling_fast(association, event.assoc):
@@ -314,13 +343,14 @@ def _sub_operations(
             if event.is_cancelled:
                 logger.info("%s cancelled after %d of %d instances", what, index, len(records))
                 yield Status.CANCEL, None
-                return
+                return sender.statuses - before + Counter(cancelled=1)
             with _prepared(record, accepted.get(record.SOPClassUID, ()), sources, counts, what) as sub_operation:
                 yield Status.PENDING, sub_operation
     logger.info(
         "%s: %d instances, %d as stored, %d converted, %d not sent",
         what, len(records), counts["as stored"], counts["converted"], counts["not sent"],
     )
+    return sender.statuses - before
 
 
 @contextmanager
@@ -474,8 +504,17 @@ class _FileSender:
             for name in ("_reactor_checkpoint", "_is_paused", "_get_valid_context", "_check_received_status",
                          "_handle_no_response", "dimse", "dul")
         )
+        self.statuses: Counter[str] = Counter()
+        """The C-STORE statuses sent so far, as pynetdicom counts them: completed, warning, failed."""
 
     def __call__(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        status = self._send(dataset, *args, **kwargs)
+        code = int(status.get("Status", 0xC000)) if isinstance(status, Dataset) else 0xC000
+        self.statuses["completed" if code == 0 else "warning" if code == 1 or 0xB000 <= code <= 0xBFFF
+                      else "failed"] += 1
+        return status
+
+    def _send(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, SubOperation):
             return self.send_c_store(dataset, *args, **kwargs)
         if dataset.file_path is None:
