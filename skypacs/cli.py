@@ -160,7 +160,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _gateway_options(settings: Settings) -> Any:
+    from skypacs.dimse.permissions import Permissions
     from skypacs.dimse.server import GatewayOptions
+    from skypacs.dimse.tls import server_ssl_context
 
     return GatewayOptions(
         ae_title=settings.ae_title,
@@ -170,6 +172,11 @@ def _gateway_options(settings: Settings) -> Any:
         max_pdu=settings.max_pdu,
         extra_sop_classes=settings.extra_sop_classes,
         destinations={title: parse_address(address) for title, address in settings.destinations.items()},
+        permissions=Permissions.from_config(settings.dimse_permissions),
+        ssl_context=(
+            server_ssl_context(settings.tls_certificate, settings.tls_private_key, settings.tls_ca)
+            if settings.tls_certificate is not None and settings.tls_private_key is not None else None
+        ),
     )
 
 

@@ -10,10 +10,18 @@ The config file is TOML, by default ``skypacs.toml`` in the data directory (or `
     allowed_aes = ["CT01", "WORKSTATION"]    # calling AE titles; empty or absent = open (logged)
     max_pdu = 0                              # 0 = unlimited
     extra_sop_classes = ["1.2.3.4.5"]         # private storage SOP classes to accept
+    tls_certificate = "/etc/skypacs/gateway.pem"   # TLS (PS3.15 B.1): certificate and key, PEM
+    tls_private_key = "/etc/skypacs/gateway.key"
+    tls_ca = "/etc/skypacs/clients-ca.pem"   # optional: require client certificates signed by it
 
     [dimse.destinations]                     # C-MOVE destinations: AE title = "host:port"
     WORKSTATION = "10.0.0.5:104"
     VIEWER = "[fd00::5]:11112"               # IPv6 addresses in brackets
+
+    [dimse.permissions]                      # what each calling AE may do: "store", "find", "move", "get"
+    CT01 = ["store"]                         # absent = every AE may do everything; once set, an AE
+    WORKSTATION = ["find", "move", "get"]    # without an entry gets the "*" entry, or nothing
+    "*" = ["find"]                           # (C-ECHO is always allowed; refusals are 0x0124)
 
     [http]                                   # DICOMweb
     port = 8080
@@ -39,6 +47,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from skypacs.dimse.permissions import ANY_AE, Permissions, parse_permissions
+
 ENV_DATA_DIR = "SKYPACS_DATA_DIR"
 ENV_CONFIG = "SKYPACS_CONFIG"
 ENV_AE_TITLE = "SKYPACS_AE_TITLE"
@@ -51,6 +61,13 @@ ENV_EXTRA_SOP_CLASSES = "SKYPACS_EXTRA_SOP_CLASSES"
 ENV_DESTINATIONS = "SKYPACS_DESTINATIONS"
 """C-MOVE destinations, comma-separated ``AE=host:port`` pairs (``WS1=10.0.0.5:104,WS2=ws2.local:11112``);
 replaces ``[dimse.destinations]`` of the file when set."""
+ENV_DIMSE_PERMISSIONS = "SKYPACS_DIMSE_PERMISSIONS"
+"""DIMSE permissions, comma-separated ``AE=op+op`` pairs (``CT01=store,WS1=find+move+get,*=find``);
+replaces ``[dimse.permissions]`` of the file when set."""
+ENV_DIMSE_TLS_CERTIFICATE = "SKYPACS_DIMSE_TLS_CERTIFICATE"
+ENV_DIMSE_TLS_PRIVATE_KEY = "SKYPACS_DIMSE_TLS_PRIVATE_KEY"
+ENV_DIMSE_TLS_CA = "SKYPACS_DIMSE_TLS_CA"
+"""PEM files: the gateway's TLS certificate and key; the CA whose client certificates are required."""
 ENV_HTTP_PORT = "SKYPACS_HTTP_PORT"
 ENV_HTTP_HOST = "SKYPACS_HTTP_HOST"
 ENV_HTTP_TOKENS = "SKYPACS_HTTP_TOKENS"
@@ -97,6 +114,14 @@ class Settings:
     extra_sop_classes: frozenset[str] = frozenset()
     destinations: Mapping[str, str] = field(default_factory=dict)
     """C-MOVE destinations: AE title -> ``"host:port"`` (see :func:`parse_address`)."""
+    dimse_permissions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Calling AE title (or ``"*"``) -> DIMSE operations it may invoke; empty = no restriction
+    (see :mod:`skypacs.dimse.permissions`)."""
+    tls_certificate: Path | None = None
+    """DIMSE over TLS: the gateway's certificate (PEM); with ``tls_private_key``; None = plain TCP."""
+    tls_private_key: Path | None = None
+    tls_ca: Path | None = None
+    """CA certificates (PEM) that client certificates must chain to; set = client certificates required."""
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
     http_tokens: Mapping[str, str] = field(default_factory=dict)
@@ -125,6 +150,19 @@ def _destinations(value: str) -> dict[str, str]:
             raise ValueError(f"{ENV_DESTINATIONS}: {part.strip()!r} is not AE=host:port")
         destinations[title.strip()] = address.strip()
     return destinations
+
+
+def _permissions(entries: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``[dimse.permissions]`` as AE -> operations; a bare string is refused (``CT01 = "store"`` is a
+    mistake for ``["store"]``, not a list of letters)."""
+    if not isinstance(entries, Mapping):
+        raise ValueError("[dimse.permissions] must be a table of AE title = [operations]")  # noqa: TRY004 - config errors are ValueErrors
+    permissions: dict[str, tuple[str, ...]] = {}
+    for title, operations in entries.items():
+        if isinstance(operations, str) or not isinstance(operations, list):
+            raise ValueError(f"DIMSE permissions of {title!r} must be a list of operations")  # noqa: TRY004
+        permissions[str(title)] = tuple(str(operation) for operation in operations)
+    return permissions
 
 
 def _tokens(value: str) -> dict[str, str]:
@@ -176,6 +214,11 @@ def _from_file(path: Path) -> dict[str, Any]:
         values["extra_sop_classes"] = frozenset(dimse["extra_sop_classes"])
     if "destinations" in dimse:
         values["destinations"] = {str(title): str(address) for title, address in dimse["destinations"].items()}
+    for name in ("tls_certificate", "tls_private_key", "tls_ca"):
+        if name in dimse:
+            values[name] = Path(dimse[name])
+    if "permissions" in dimse:
+        values["dimse_permissions"] = _permissions(dimse["permissions"])
     for source, target in (("port", "http_port"), ("host", "http_host")):
         if source in http:
             values[target] = http[source]
@@ -195,6 +238,10 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         ENV_MAX_PDU: ("max_pdu", int),
         ENV_EXTRA_SOP_CLASSES: ("extra_sop_classes", _csv),
         ENV_DESTINATIONS: ("destinations", _destinations),
+        ENV_DIMSE_PERMISSIONS: ("dimse_permissions", lambda v: _permissions(parse_permissions(v))),
+        ENV_DIMSE_TLS_CERTIFICATE: ("tls_certificate", Path),
+        ENV_DIMSE_TLS_PRIVATE_KEY: ("tls_private_key", Path),
+        ENV_DIMSE_TLS_CA: ("tls_ca", Path),
         ENV_HTTP_PORT: ("http_port", int),
         ENV_HTTP_HOST: ("http_host", str),
         ENV_HTTP_TOKENS: ("http_tokens", _tokens),
@@ -234,6 +281,14 @@ def _validated(settings: Settings) -> Settings:
             parse_address(address)
         except ValueError as exc:
             raise ValueError(f"C-MOVE destination {title}: {exc}") from None
+    for title in settings.dimse_permissions:
+        if title != ANY_AE:
+            _check_ae_title(title, "DIMSE permissions AE title")
+    Permissions.from_config(settings.dimse_permissions)  # ValueError on an unknown operation
+    if (settings.tls_certificate is None) != (settings.tls_private_key is None):
+        raise ValueError("DIMSE TLS needs both tls_certificate and tls_private_key")
+    if settings.tls_ca is not None and settings.tls_certificate is None:
+        raise ValueError("DIMSE tls_ca (client certificates) needs tls_certificate and tls_private_key")
     for port in (settings.dimse_port, settings.http_port):
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is out of range")

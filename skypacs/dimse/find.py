@@ -21,7 +21,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from skypacs.audit import dimse_outcome
-from skypacs.dimse.handlers import audit_dimse
+from skypacs.dimse.handlers import audit_dimse, not_authorized
+from skypacs.dimse.permissions import Permissions
 from skypacs.dimse.status import Status, status_dataset, status_for
 from skypacs.errors import SkyPacsError
 from skypacs.ports import DicomJson
@@ -46,12 +47,18 @@ FindResponse = tuple[int | Dataset, Dataset | None]
 
 
 def handle_find(
-    event: events.Event, query_service: QueryService, ae_title: str | None = None
+    event: events.Event, query_service: QueryService, ae_title: str | None = None,
+    permissions: Permissions | None = None,
 ) -> Iterator[FindResponse]:
     """:func:`answer_find`, and one audit record before the final response (pynetdicom asks for nothing
-    after it): the level, the key names (never their values), the matches sent and the final status."""
+    after it): the level, the key names (never their values), the matches sent and the final status.
+    An AE not permitted to query gets 0x0124 and no matches."""
     matches = 0
-    for answer, identifier in answer_find(event, query_service, ae_title):
+    refusal = not_authorized(event, permissions, "find")
+    answers: Iterator[FindResponse] = (
+        iter([(refusal, None)]) if refusal is not None else answer_find(event, query_service, ae_title)
+    )
+    for answer, identifier in answers:
         status = int(answer.Status) if isinstance(answer, Dataset) else int(answer)
         if status in (Status.PENDING, 0xFF01):
             matches += 1

@@ -16,6 +16,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from skypacs import __version__
 from skypacs.audit import audit, dimse_outcome
+from skypacs.dimse.permissions import Operation, Permissions
 from skypacs.dimse.status import Status, status_dataset, status_for
 from skypacs.errors import SkyPacsError
 from skypacs.services.store import StoreService
@@ -48,7 +49,9 @@ def part10_bytes(event: events.Event, calling_ae: str) -> bytes:
     return b"".join((b"\x00" * 128, b"DICM", header.getvalue(), event.encoded_dataset(include_meta=False)))
 
 
-def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
+def handle_store(
+    event: events.Event, service: StoreService, permissions: Permissions | None = None
+) -> int | Dataset:
     """Store the dataset exactly as received (bytes + a file meta header), then answer.
 
     The answer waits only for the durable write; indexing follows from the ingest queue.
@@ -56,11 +59,21 @@ def handle_store(event: events.Event, service: StoreService) -> int | Dataset:
     request = cast(C_STORE, event.request)
     what: dict[str, object] = {"SOPInstanceUID": str(request.AffectedSOPInstanceUID or ""),
             "SOPClassUID": str(request.AffectedSOPClassUID or "")}
-    answer = _store(event, service, request, what)
+    refusal = not_authorized(event, permissions, "store")
+    answer = refusal if refusal is not None else _store(event, service, request, what)
     status = int(answer.Status) if isinstance(answer, Dataset) else answer
     status_hex, outcome = dimse_outcome(status)
     audit_dimse(event, "store", what, outcome, status_hex)
     return answer
+
+
+def not_authorized(event: events.Event, permissions: Permissions | None, operation: Operation) -> Dataset | None:
+    """The 0x0124 answer when the calling AE may not invoke ``operation`` (:mod:`.permissions`), else None."""
+    calling = str(event.assoc.requestor.ae_title)
+    if permissions is None or permissions.allows(calling, operation):
+        return None
+    logger.warning("C-%s from %s refused (0x0124): the AE is not permitted to %s", operation.upper(), calling, operation)
+    return status_dataset(Status.NOT_AUTHORIZED, f"{calling.strip()} is not permitted to {operation}")
 
 
 def audit_dimse(event: events.Event, action: str, what: Mapping[str, Any], outcome: str, status: str,

@@ -66,7 +66,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from skypacs.audit import dimse_outcome
-from skypacs.dimse.handlers import audit_dimse, handle_conn_open
+from skypacs.dimse.handlers import audit_dimse, handle_conn_open, not_authorized
+from skypacs.dimse.permissions import Permissions
 from skypacs.dimse.status import Status, retrieve_status_for, status_dataset
 from skypacs.errors import CannotTranscode, SkyPacsError
 from skypacs.imaging.transcode import can_transcode, read_part10, transcode_dataset
@@ -147,11 +148,19 @@ def _re_encoded(path: Path) -> Dataset:
 
 
 def handle_move(
-    event: events.Event, sources: RetrieveSources, destinations: Mapping[str, tuple[str, int]]
+    event: events.Event, sources: RetrieveSources, destinations: Mapping[str, tuple[str, int]],
+    permissions: Permissions | None = None,
 ) -> Iterator[Any]:
-    """Answer a C-MOVE: the destination from configuration, then the sub-operations (see module doc)."""
+    """Answer a C-MOVE: the destination from configuration, then the sub-operations (see module doc).
+    An AE not permitted to move gets 0x0124 before any sub-association."""
     calling = event.assoc.requestor.ae_title
     destination = str(cast(C_MOVE, event.request).MoveDestination or "").strip()
+    refusal = not_authorized(event, permissions, "move")
+    if refusal is not None:
+        _audit_retrieve(event, int(refusal.Status), Counter(), destination=destination)
+        _refuse(event.assoc, refusal)
+        yield None, None
+        return
     address = destinations.get(destination)
     if address is None:
         logger.warning("C-MOVE from %s refused: move destination %r is not configured (0xA801)", calling, destination)
@@ -172,11 +181,15 @@ def handle_move(
     _audit_retrieve(event, None, sent, destination=destination)
 
 
-def handle_get(event: events.Event, sources: RetrieveSources) -> Iterator[Any]:
+def handle_get(
+    event: events.Event, sources: RetrieveSources, permissions: Permissions | None = None
+) -> Iterator[Any]:
     """Answer a C-GET: the sub-operations go back over the SCU's own association, in the storage
-    contexts it proposed with the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4)."""
+    contexts it proposed with the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4). An AE not
+    permitted to get gets 0x0124 and no sub-operation."""
     calling = event.assoc.requestor.ae_title
-    outcome = _selection(event, sources, GET_SOP_CLASSES, "C-GET")
+    refusal = not_authorized(event, permissions, "get")
+    outcome = refusal if refusal is not None else _selection(event, sources, GET_SOP_CLASSES, "C-GET")
     if isinstance(outcome, Dataset):
         _audit_retrieve(event, int(outcome.Status), Counter())
         _refuse(event.assoc, outcome)

@@ -14,6 +14,7 @@ AE and says so in the log.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from skypacs.dimse import find, handlers, retrieve
+from skypacs.dimse.permissions import Permissions
 from skypacs.dimse.retrieve import RetrieveSources
 from skypacs.services.query import QueryService
 from skypacs.services.store import StoreService
@@ -54,6 +56,10 @@ class GatewayOptions:
     network_timeout: float = 60.0
     destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     """C-MOVE destinations: AE title -> (host, port); a C-MOVE to any other AE is refused (0xA801)."""
+    permissions: Permissions = field(default_factory=Permissions)
+    """What each calling AE may do once associated (store/find/move/get); unconfigured = everything."""
+    ssl_context: ssl.SSLContext | None = None
+    """TLS (:func:`skypacs.dimse.tls.server_ssl_context`); None = plain TCP."""
 
 
 def build_ae(options: GatewayOptions, *, find_scp: bool = False, retrieve_scp: bool = False) -> AE:
@@ -95,15 +101,16 @@ class Gateway:
         self._handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handlers.handle_conn_open),
             (evt.EVT_C_ECHO, handlers.handle_echo),
-            (evt.EVT_C_STORE, handlers.handle_store, [store_service]),
+            (evt.EVT_C_STORE, handlers.handle_store, [store_service, options.permissions]),
         ]
         if query_service is not None:
-            self._handlers.append((evt.EVT_C_FIND, find.handle_find, [query_service, options.ae_title]))
-        if retrieve_sources is not None:
             self._handlers.append(
-                (evt.EVT_C_MOVE, retrieve.handle_move, [retrieve_sources, dict(options.destinations)])
+                (evt.EVT_C_FIND, find.handle_find, [query_service, options.ae_title, options.permissions])
             )
-            self._handlers.append((evt.EVT_C_GET, retrieve.handle_get, [retrieve_sources]))
+        if retrieve_sources is not None:
+            self._handlers.append((evt.EVT_C_MOVE, retrieve.handle_move,
+                                   [retrieve_sources, dict(options.destinations), options.permissions]))
+            self._handlers.append((evt.EVT_C_GET, retrieve.handle_get, [retrieve_sources, options.permissions]))
         self.server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
 
@@ -119,9 +126,13 @@ class Gateway:
                 "(or SKYPACS_ALLOWED_AES) to restrict it"
             )
         self.server = self.ae.start_server(
-            (self.options.host, self.options.port), block=False, evt_handlers=self._handlers
+            (self.options.host, self.options.port), block=False, evt_handlers=self._handlers,
+            ssl_context=self.options.ssl_context,
         )
-        logger.info("DIMSE listening as %s on %s:%d", self.options.ae_title, self.options.host, self.port)
+        if self.options.permissions.configured:
+            logger.info("DIMSE permissions apply to %d AE entries", len(self.options.permissions.grants))
+        logger.info("DIMSE listening as %s on %s:%d%s", self.options.ae_title, self.options.host, self.port,
+                    " (TLS)" if self.options.ssl_context is not None else "")
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Stop accepting, let associations in progress finish (up to ``timeout``), abort the rest."""

@@ -24,6 +24,7 @@ from skypacs.errors import (
 class Status(IntEnum):
     SUCCESS = 0x0000
     SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized", a general status of every DIMSE service (PS3.7 C)
     OUT_OF_RESOURCES = 0xA700
     UNABLE_TO_CALCULATE_NUMBER_OF_MATCHES = 0xA701  # C-MOVE/C-GET: "Refused: Out of resources"
     UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # C-MOVE/C-GET: "Refused: Out of resources"
