@@ -77,34 +77,26 @@ class _ComposedQueryService:
         return query_service().search(query)
 
 
-class _ComposedRetrieveService:
-    """Forwards to the archive's retrieve service, built on first use (not at import time)."""
+class _ArchiveService:
+    """Forwards to one service of the archive (``retrieve_service``, ``store_service``...), built on first
+    use rather than at import time."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(archive().retrieve_service, name)
+        return getattr(getattr(archive(), self.attribute), name)
 
 
 LAMBDA_BODY_LIMIT = 4 * 1024 * 1024
 """Largest body answered from Lambda: 6 MB of response payload, binary bodies base64-encoded (4/3),
 less room for headers. Larger answers go to the streaming service."""
 
-class _ComposedStoreService:
-    """Forwards to the archive's store service (S3; its notifications feed the indexer Lambda)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(archive().store_service, name)
-
-
-class _ComposedDeleteService:
-    def __getattr__(self, name: str) -> Any:
-        return getattr(archive().delete_service, name)
-
-
 router: Router = dicomweb_router(
     _ComposedQueryService(),
-    cast("RetrieveService", _ComposedRetrieveService()),
-    store_service=cast("StoreService", _ComposedStoreService()),
-    delete_service=cast("DeleteService", _ComposedDeleteService()),
+    cast("RetrieveService", _ArchiveService("retrieve_service")),
+    store_service=cast("StoreService", _ArchiveService("store_service")),
+    delete_service=cast("DeleteService", _ArchiveService("delete_service")),
 )
 _route_names = {route.pattern: route.name for route in router.routes}
 

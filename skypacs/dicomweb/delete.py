@@ -13,13 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from skypacs.dicomweb.http import Request, Response, Route
+from skypacs.dicomweb.wado import INSTANCE, SERIES, STUDY
 
 if TYPE_CHECKING:
     from skypacs.services.delete import DeleteService
-
-STUDY = "/studies/{study}"
-SERIES = STUDY + "/series/{series}"
-INSTANCE = SERIES + "/instances/{instance}"
 
 
 def routes(service: DeleteService) -> list[Route]:

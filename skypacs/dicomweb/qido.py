@@ -87,8 +87,8 @@ def search(
     query = query_from_qido(
         level,
         [(name, value) for name, value in request.query if name not in EDGE_PARAMETERS],
-        study_instance_uid=_path_uid(params, "study", "StudyInstanceUID"),
-        series_instance_uid=_path_uid(params, "series", "SeriesInstanceUID"),
+        study_instance_uid=path_uid(params, "study", "StudyInstanceUID"),
+        series_instance_uid=path_uid(params, "series", "SeriesInstanceUID"),
         max_limit=max_limit,
     )
     result = service.search(query)
@@ -99,7 +99,8 @@ def search(
     return json_response(items, content_type=media_type, headers=headers)
 
 
-def _path_uid(params: Mapping[str, str], name: str, keyword: str) -> str | None:
+def path_uid(params: Mapping[str, str], name: str, keyword: str) -> str | None:
+    """The UID captured as ``name`` in the path, if any; InvalidQuery (400) if it is not a UID."""
     value = params.get(name)
     if value is not None and not is_valid_uid(value):
         # A path UID is one UID, matched exactly: no wildcards, no lists (PS3.18 10.6.1.2).

@@ -46,12 +46,12 @@ from skypacs.dicomweb.http import (
     negotiate,
     parse_accept,
 )
+from skypacs.dicomweb.qido import path_uid
 from skypacs.errors import InvalidQuery
 from skypacs.imaging.media_types import frame_media_type
 from skypacs.imaging.render import RENDERED_MEDIA_TYPES, RenderOptions
 from skypacs.imaging.transcode import can_transcode
 from skypacs.services.retrieve import has_pixel_data
-from skypacs.uids import is_valid_uid
 
 if TYPE_CHECKING:
     from skypacs.ports import InstanceRecord
@@ -354,17 +354,14 @@ def retrieve_rendered(service: RetrieveService, request: Request, params: Mappin
 def retrieve_thumbnail(service: RetrieveService, request: Request, params: Mapping[str, str]) -> Response:
     media_type = negotiate(request, RENDERED_OFFERED)
     study, series, sop = _uids(params)
-    options = RenderOptions.from_query(_render_params(request)) if _render_params(request) else None
+    render_params = _render_params(request)
+    options = RenderOptions.from_query(render_params) if render_params else None
+    frame_number = parse_frame_numbers(params["frames"])[0] if "frames" in params else None
     if sop is not None and series is not None:
         record = service.instance(study, series, sop)
-        if "frames" in params:
-            numbers = parse_frame_numbers(params["frames"])
-            return _image_response(service.rendered(record, numbers[0], media_type,
-                                                    options or RenderOptions.from_query([("viewport", "128,128")])),
-                                   media_type)
     else:
         record = representative(service.instances(study, series))
-    return _image_response(service.thumbnail(record, media_type, options), media_type)
+    return _image_response(service.thumbnail(record, media_type, options, frame_number), media_type)
 
 
 def representative(records: Sequence[InstanceRecord]) -> InstanceRecord:
@@ -398,12 +395,10 @@ def _image_response(image: bytes, media_type: str) -> Response:
 # --- shared -------------------------------------------------------------------------------------------
 
 def _uids(params: Mapping[str, str]) -> tuple[str, str | None, str | None]:
-    for name, keyword in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
-                          ("instance", "SOPInstanceUID")):
-        value = params.get(name)
-        if value is not None and not is_valid_uid(value):
-            raise InvalidQuery(f"{keyword} in the path is not a valid UID (PS3.5 9.1)")
-    return params["study"], params.get("series"), params.get("instance")
+    study = path_uid(params, "study", "StudyInstanceUID")
+    assert study is not None  # every WADO-RS route captures the study
+    return (study, path_uid(params, "series", "SeriesInstanceUID"),
+            path_uid(params, "instance", "SOPInstanceUID"))
 
 
 def _lazy(produce: Callable[..., Iterable[bytes]], *args: Any) -> Iterator[bytes]:

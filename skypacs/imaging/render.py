@@ -368,9 +368,10 @@ def render(data: BinaryIO, frame_number: int | None, media_type: str, options: R
     return _encode(image, media_type, options.quality)
 
 
-def thumbnail(data: BinaryIO, media_type: str, options: RenderOptions | None = None) -> bytes:
-    """The first frame fitted in 128x128 (or the viewport asked for), aspect preserved (PS3.18 10.4.1.1.3
-    leaves the thumbnail's content to the origin server)."""
+def thumbnail(data: BinaryIO, media_type: str, options: RenderOptions | None = None,
+              frame_number: int | None = None) -> bytes:
+    """A frame (the first unless ``frame_number``) fitted in 128x128 (or the viewport asked for), aspect
+    preserved (PS3.18 10.4.1.1.3 leaves the thumbnail's content to the origin server)."""
     options = options or RenderOptions()
     viewport = options.viewport or Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
-    return render(data, None, media_type, RenderOptions(options.window, viewport, options.quality))
+    return render(data, frame_number, media_type, RenderOptions(options.window, viewport, options.quality))

@@ -182,18 +182,13 @@ class RetrieveService:
 
     def rendered(self, record: InstanceRecord, frame_number: int | None, media_type: str,
                  options: RenderOptions) -> bytes:
-        stream = self._open(record)
-        try:
+        with self._open(record) as stream:
             return imaging_render.render(stream, frame_number, media_type, options)
-        finally:
-            stream.close()
 
-    def thumbnail(self, record: InstanceRecord, media_type: str, options: RenderOptions | None) -> bytes:
-        stream = self._open(record)
-        try:
-            return imaging_render.thumbnail(stream, media_type, options)
-        finally:
-            stream.close()
+    def thumbnail(self, record: InstanceRecord, media_type: str, options: RenderOptions | None,
+                  frame_number: int | None = None) -> bytes:
+        with self._open(record) as stream:
+            return imaging_render.thumbnail(stream, media_type, options, frame_number)
 
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})

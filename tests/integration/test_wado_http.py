@@ -359,7 +359,8 @@ def test_rendered_viewport_and_window(pacs: Pacs) -> None:
 def test_thumbnails_of_study_series_and_instance(pacs: Pacs) -> None:
     for url in (f"{pacs.url}/studies/{pacs.study}/thumbnail",
                 f"{pacs.url}/studies/{pacs.study}/series/{pacs.series[0]}/thumbnail",
-                f"{pacs.instance_url('us')}/thumbnail"):
+                f"{pacs.instance_url('us')}/thumbnail",
+                f"{pacs.instance_url('us')}/frames/60/thumbnail"):
         status, _headers, body = raw(url)
         assert status == 200, url
         image = Image.open(io.BytesIO(body))
