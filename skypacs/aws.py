@@ -7,7 +7,9 @@ Only this module reads the environment (names in :mod:`skypacs.config`):
 - ``SKYPACS_EVENT_BUS``: the EventBridge bus for plugin events (optional: without it nothing is published);
 - ``SKYPACS_EXTRA_SOP_CLASSES``: private storage SOP classes to accept, as in the embedded mode;
 - ``SKYPACS_OPENSEARCH_ENDPOINT``: the OpenSearch domain of the QueryIndex (optional: without it
-  ingest catalogs only, and the DICOMweb query routes answer 503); ``SKYPACS_OPENSEARCH_PREFIX``.
+  ingest catalogs only, and the DICOMweb query routes answer 503); ``SKYPACS_OPENSEARCH_PREFIX``;
+- ``SKYPACS_STREAMING_URL`` and ``SKYPACS_URL_SIGNING_KEY`` or ``SKYPACS_URL_SIGNING_SECRET_ARN``: the
+  large-retrieval path of the Lambda API.
 
 boto3 clients are made on first use and kept for the life of the container (:func:`archive` caches
 one :class:`AwsArchive` per process), so warm invocations reuse their connections. Tests inject clients
@@ -38,6 +40,7 @@ from skypacs.config import (
     ENV_OPENSEARCH_PREFIX,
     ENV_STREAMING_URL,
     ENV_URL_SIGNING_KEY,
+    ENV_URL_SIGNING_SECRET_ARN,
 )
 from skypacs.errors import BackendError
 from skypacs.services.delete import DeleteService
@@ -46,6 +49,7 @@ from skypacs.services.quarantine import Quarantine
 from skypacs.services.query import QueryService
 from skypacs.services.retrieve import RetrieveService
 from skypacs.services.store import StoreService
+from skypacs.services.uploads import UploadService
 
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
 """botocore's standard retry mode: throttling and transient errors back off and retry in the SDK."""
@@ -55,7 +59,9 @@ def _client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(service, config=Config(retries=dict(CLIENT_RETRIES)))
+    # SigV4 for S3 also in presigned upload URLs: SSE-KMS objects refuse anything else.
+    extra: dict[str, Any] = {"signature_version": "s3v4"} if service == "s3" else {}
+    return boto3.client(service, config=Config(retries=dict(CLIENT_RETRIES), **extra))
 
 
 @dataclass
@@ -67,6 +73,7 @@ class AwsArchive:
     dynamodb_client: Any = None
     events_client: Any = None
     opensearch_client: Any = None
+    secrets_client: Any = None
 
     def _required(self, name: str) -> str:
         value = self.environ.get(name, "").strip()
@@ -118,10 +125,28 @@ class AwsArchive:
         """The streaming service's DICOMweb root (large-retrieval path), if deployed."""
         return self.environ.get(ENV_STREAMING_URL, "").strip() or None
 
-    @property
+    @cached_property
     def url_signing_key(self) -> bytes | None:
+        """The key signing redirects to the streaming service: ``SKYPACS_URL_SIGNING_KEY``, or the
+        secret named by ``SKYPACS_URL_SIGNING_SECRET_ARN`` (read once per container)."""
         value = self.environ.get(ENV_URL_SIGNING_KEY, "")
-        return value.encode("utf-8") if value else None
+        if value:
+            return value.encode("utf-8")
+        arn = self.environ.get(ENV_URL_SIGNING_SECRET_ARN, "").strip()
+        if not arn:
+            return None
+        client = self.secrets_client or _client("secretsmanager")
+        try:
+            secret = client.get_secret_value(SecretId=arn)["SecretString"]
+        except Exception as exc:  # botocore's errors, whatever the cause: the service is unavailable
+            raise BackendError("cannot read the URL signing secret") from exc
+        return str(secret).encode("utf-8")
+
+    @cached_property
+    def upload_service(self) -> UploadService:
+        """Presigned PUTs into ``incoming/``: the large-upload path (skypacs/services/uploads.py)."""
+        store = self.store
+        return UploadService(store.presigned_put_url)
 
     @cached_property
     def delete_service(self) -> DeleteService:

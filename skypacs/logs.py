@@ -43,7 +43,12 @@ def configure_logging(*, level: str = "INFO", json_format: bool = False, log_ide
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = log_identifiers
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = log_identifiers
     logging.getLogger("pynetdicom").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.INFO)
-    # The audit trail (skypacs.audit) is kept whatever the level: its own handler, JSON lines always.
+    configure_audit_trail()
+
+
+def configure_audit_trail() -> None:
+    """The audit trail (skypacs.audit) is kept whatever the level: its own handler, JSON lines always
+    (on Lambda too, whose root logger drops INFO)."""
     audit_logger = logging.getLogger(AUDIT_LOGGER)
     audit_logger.handlers[:] = [audit_handler()]
     audit_logger.setLevel(logging.INFO)

@@ -16,9 +16,14 @@ repeated parameters (``includefield=...&includefield=...``). RetrieveURLs are bu
 and ``X-Forwarded-Proto`` headers and the part of ``requestContext.path`` before the route (the stage,
 ``/prod``, on the execute-api domain; the base path mapping on a custom domain).
 
-The AWS QueryIndex (OpenSearch) does not exist yet: :func:`query_service` is its future composition
-root and answers 503 until then; tests replace it (``monkeypatch.setattr(app_module, "query_service",
-...)``). It is looked up on each search, so replacing it needs no re-import.
+Searches go to OpenSearch through :func:`query_service` (503 when no domain is configured); tests replace
+it (``monkeypatch.setattr(app_module, "query_service", ...)``). It is looked up on each search, so
+replacing it needs no re-import.
+
+Authentication happens before this code runs: API Gateway calls the OIDC authorizer
+(``functions/authorizer``) for every method but CORS preflights, and only allowed requests arrive here;
+each is audited with the token's subject. ``POST /uploads`` hands out presigned S3 PUTs, the path for
+uploads over API Gateway's 10 MB (:mod:`skypacs.services.uploads`).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from typing import TYPE_CHECKING, Any, cast
 from chalice.app import Chalice
 from chalice.app import Response as ChaliceResponse
 
+from skypacs.audit import ANONYMOUS
 from skypacs.dicomweb import dicomweb_router, signed_urls
 from skypacs.dicomweb.http import Headers, Request, Response, Route, Router, json_response
+from skypacs.dicomweb.request_audit import audit_request
 from skypacs.dicomweb.wado import STREAMED_ROUTES
+from skypacs.logs import configure_audit_trail
 
 if TYPE_CHECKING:
     from skypacs.aws import AwsArchive
@@ -40,8 +48,10 @@ if TYPE_CHECKING:
     from skypacs.services.query import QueryResult, QueryService
     from skypacs.services.retrieve import RetrieveService
     from skypacs.services.store import StoreService
+    from skypacs.services.uploads import UploadService
 
 app = Chalice(app_name="skypacs-dicomweb")
+configure_audit_trail()
 BINARY_TYPES = [
     "multipart/related", "application/dicom", "application/octet-stream",
     "image/jpeg", "image/png", "image/gif", "image/jls", "image/jp2", "image/jpx", "image/dicom-rle",
@@ -97,6 +107,7 @@ router: Router = dicomweb_router(
     cast("RetrieveService", _ArchiveService("retrieve_service")),
     store_service=cast("StoreService", _ArchiveService("store_service")),
     delete_service=cast("DeleteService", _ArchiveService("delete_service")),
+    upload_service=cast("UploadService", _ArchiveService("upload_service")),
 )
 _route_names = {route.pattern: route.name for route in router.routes}
 
@@ -151,11 +162,23 @@ def _view(pattern: str) -> Any:
         response = router.dispatch(request)
         payload = response.read()
         if len(payload) > LAMBDA_BODY_LIMIT:
-            return to_chalice(redirect_to_streaming(request))
-        response.body = [payload]
+            response = redirect_to_streaming(request)
+        else:
+            response.body = [payload]
+        _audit(request, response.status)
         return to_chalice(response)
 
     return view
+
+
+def _audit(request: Request, status: int) -> None:
+    """The audit record (skypacs.dicomweb.request_audit): the caller is the token's subject, as the
+    OIDC authorizer found it (``requestContext.authorizer.principalId``)."""
+    context = app.current_request.context or {}
+    principal = (context.get("authorizer") or {}).get("principalId")
+    address = str((context.get("identity") or {}).get("sourceIp") or "")
+    audit_request(router, request.method, request.path, [name for name, _ in request.query],
+                  who=f"oidc:{principal}" if principal else ANONYMOUS, status=status, address=address)
 
 
 def redirect_to_streaming(request: Request) -> Response:

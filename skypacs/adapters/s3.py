@@ -141,6 +141,20 @@ class S3ObjectStore:
         content_md5 = response.get("Metadata", {}).get(CONTENT_MD5_METADATA) or s3_etag
         return ObjectInfo(key=key, size=int(response["ContentLength"]), etag=content_md5), s3_etag
 
+    def presigned_put_url(self, key: str, expires_seconds: int) -> str:
+        """A URL that lets its holder PUT one ``application/dicom`` object at ``key`` until it expires,
+        with this store's credentials (SigV4: the client must be configured with ``s3v4``, which
+        SSE-KMS buckets require). The bucket's default encryption applies to what is uploaded."""
+        try:
+            return str(self.client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": "application/dicom"},
+                ExpiresIn=expires_seconds,
+                HttpMethod="PUT",
+            ))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"cannot sign an upload URL for {key}") from exc
+
     def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too: deleting is idempotent without a check.
         try:

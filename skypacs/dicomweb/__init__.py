@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from skypacs.dicomweb import delete, qido, stow, wado
+from skypacs.dicomweb import delete, qido, stow, uploads, wado
 from skypacs.dicomweb.http import Route, Router, health_routes
 from skypacs.query.model import DEFAULT_MAX_LIMIT
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from skypacs.services.delete import DeleteService
     from skypacs.services.retrieve import RetrieveService
     from skypacs.services.store import StoreService
+    from skypacs.services.uploads import UploadService
 
 
 def dicomweb_router(
@@ -26,9 +27,10 @@ def dicomweb_router(
     *,
     store_service: StoreService | None = None,
     delete_service: DeleteService | None = None,
+    upload_service: UploadService | None = None,
     max_limit: int = DEFAULT_MAX_LIMIT,
 ) -> Router:
-    """Health checks, QIDO-RS and (given the services) WADO-RS, STOW-RS and DELETE."""
+    """Health checks, QIDO-RS and (given the services) WADO-RS, STOW-RS, DELETE and direct uploads."""
     routes: list[Route] = [*health_routes(), *qido.routes(query_service, max_limit=max_limit)]
     if retrieve_service is not None:
         routes.extend(wado.routes(retrieve_service))
@@ -36,6 +38,8 @@ def dicomweb_router(
         routes.extend(stow.routes(store_service))
     if delete_service is not None:
         routes.extend(delete.routes(delete_service))
+    if upload_service is not None:
+        routes.extend(uploads.routes(upload_service))
     return Router(routes)
 
 

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from skypacs.audit import audit, bearer_token, token_id
+from skypacs.audit import bearer_token, token_id
 from skypacs.dicomweb import auth, cors, dicomweb_router, signed_urls
 from skypacs.dicomweb.http import (
     Headers,
@@ -42,6 +42,7 @@ from skypacs.dicomweb.http import (
     error_response,
     health_routes,
 )
+from skypacs.dicomweb.request_audit import audit_request
 from skypacs.errors import SkyPacsError
 
 if TYPE_CHECKING:
@@ -121,32 +122,13 @@ def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes
     return application
 
 
-AUDITED_ROUTES = {"qido": "query", "wado": "retrieve", "stow": "store", "delete": "delete"}
-"""Route name prefix -> audit action (:mod:`skypacs.audit`); other routes (health) are not audited."""
-PATH_UIDS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}
-
-
 def _audit(router: Router, environ: Environ, method: str, headers: Headers, relative: str, status: int) -> None:
-    """One audit record for a request whose route is a search, retrieve, store or delete: the route,
-    the UIDs of the path and the query parameter names (never their values)."""
     try:
-        route, params = router.resolve(method, relative)
+        names = [name for name, _ in decode_query(environ.get("QUERY_STRING", "").encode("latin-1"))]
     except SkyPacsError:
-        return
-    action = AUDITED_ROUTES.get(route.name.partition("-")[0])
-    if action is None:
-        return
-    what: dict[str, Any] = {"route": route.name}
-    what.update({PATH_UIDS[name]: value for name, value in params.items() if name in PATH_UIDS})
-    if action == "query":
-        what["level"] = route.name.partition("-")[2].upper()
-    try:
-        what["parameters"] = sorted({name for name, _ in decode_query(environ.get("QUERY_STRING", "").encode("latin-1"))})
-    except SkyPacsError:
-        what["parameters"] = []
-    audit(action, who=token_id(bearer_token(headers.get("Authorization"))), what=what,
-          outcome="success" if status < 400 else "failure", protocol="DICOMweb", status=status,
-          method=method, address=environ.get("REMOTE_ADDR", ""))
+        names = []
+    audit_request(router, method, relative, names, who=token_id(bearer_token(headers.get("Authorization"))),
+                  status=status, address=environ.get("REMOTE_ADDR", ""))
 
 
 def _add_cors(response: Response, headers: Mapping[str, str]) -> None:

@@ -1,0 +1,1 @@
+"""The DICOMweb API authorizer Lambda (OIDC/JWT)."""
