@@ -34,6 +34,7 @@ from skypacs.adapters.s3 import S3ObjectStore
 from skypacs.config import (
     ENV_BUCKET,
     ENV_CATALOG_TABLE,
+    ENV_CORS_ORIGINS,
     ENV_EVENT_BUS,
     ENV_EXTRA_SOP_CLASSES,
     ENV_OPENSEARCH_ENDPOINT,
@@ -41,6 +42,7 @@ from skypacs.config import (
     ENV_STREAMING_URL,
     ENV_URL_SIGNING_KEY,
     ENV_URL_SIGNING_SECRET_ARN,
+    parse_origins,
 )
 from skypacs.errors import BackendError
 from skypacs.services.delete import DeleteService
@@ -124,6 +126,11 @@ class AwsArchive:
     def streaming_url(self) -> str | None:
         """The streaming service's DICOMweb root (large-retrieval path), if deployed."""
         return self.environ.get(ENV_STREAMING_URL, "").strip() or None
+
+    @cached_property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Browser origins allowed to call the Lambda API (``SKYPACS_CORS_ORIGINS``)."""
+        return parse_origins(self.environ.get(ENV_CORS_ORIGINS, ""))
 
     @cached_property
     def url_signing_key(self) -> bytes | None:

@@ -194,7 +194,8 @@ def _tokens(value: str) -> dict[str, str]:
     return tokens
 
 
-def _origins(value: str) -> tuple[str, ...]:
+def parse_origins(value: str) -> tuple[str, ...]:
+    """``SKYPACS_CORS_ORIGINS``: comma-separated origins, without trailing slashes."""
     return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
 
 
@@ -261,7 +262,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         ENV_HTTP_PORT: ("http_port", int),
         ENV_HTTP_HOST: ("http_host", str),
         ENV_HTTP_TOKENS: ("http_tokens", _tokens),
-        ENV_CORS_ORIGINS: ("cors_origins", _origins),
+        ENV_CORS_ORIGINS: ("cors_origins", parse_origins),
         ENV_LOG_IDENTIFIERS: ("log_identifiers", lambda v: v.strip().lower() in ("1", "true", "yes")),
     }
     return {name: parse(environ[var]) for var, (name, parse) in readers.items() if environ.get(var)}

@@ -35,7 +35,7 @@ from chalice.app import Chalice
 from chalice.app import Response as ChaliceResponse
 
 from skypacs.audit import ANONYMOUS
-from skypacs.dicomweb import dicomweb_router, signed_urls
+from skypacs.dicomweb import cors, dicomweb_router, signed_urls
 from skypacs.dicomweb.http import Headers, Request, Response, Route, Router, json_response
 from skypacs.dicomweb.request_audit import audit_request
 from skypacs.dicomweb.wado import STREAMED_ROUTES
@@ -149,7 +149,9 @@ def to_chalice(response: Response) -> ChaliceResponse:
         name: value for name, value in response.headers.items() if name.lower() != "content-length"
     }
     payload = response.read()
-    text = response.headers.get("Content-Type", "").startswith(TEXT_TYPES)
+    # An empty body is text: Chalice base64-encodes bytes only for binary media types, and would hand
+    # API Gateway raw bytes (not JSON-serialisable) for a 204 without a Content-Type.
+    text = not payload or response.headers.get("Content-Type", "").startswith(TEXT_TYPES)
     body: str | bytes = payload.decode("utf-8") if text else payload
     return ChaliceResponse(body=body, headers=headers, status_code=response.status)
 
@@ -157,18 +159,29 @@ def to_chalice(response: Response) -> ChaliceResponse:
 def _view(pattern: str) -> Any:
     def view(**uri_params: str) -> ChaliceResponse:
         request = to_request(app.current_request, pattern, uri_params)
-        if _route_names.get(pattern) in STREAMED_ROUTES and request.method in ("GET", "HEAD"):
-            return to_chalice(redirect_to_streaming(request))
+        origins = archive().cors_origins
+        if request.method == "OPTIONS":
+            return to_chalice(cors.preflight_response(origins, request.headers))
+        response = _answer(pattern, request)
+        if origins:
+            cors.add_response_headers(response, origins, request.headers.get("Origin"))
+        return to_chalice(response)
+
+    return view
+
+
+def _answer(pattern: str, request: Request) -> Response:
+    if _route_names.get(pattern) in STREAMED_ROUTES and request.method in ("GET", "HEAD"):
+        response = redirect_to_streaming(request)
+    else:
         response = router.dispatch(request)
         payload = response.read()
         if len(payload) > LAMBDA_BODY_LIMIT:
             response = redirect_to_streaming(request)
         else:
             response.body = [payload]
-        _audit(request, response.status)
-        return to_chalice(response)
-
-    return view
+    _audit(request, response.status)
+    return response
 
 
 def _audit(request: Request, status: int) -> None:
@@ -194,9 +207,11 @@ def redirect_to_streaming(request: Request) -> Response:
 
 
 def _register(routes: tuple[Route, ...]) -> None:
+    # OPTIONS on every path: CORS preflights reach this function unauthenticated (the API's only
+    # unauthenticated method) and are answered for the configured origins (skypacs.dicomweb.cors).
     methods: dict[str, list[str]] = {}
     for route in routes:
-        methods.setdefault(route.pattern, []).append(route.method)
+        methods.setdefault(route.pattern, ["OPTIONS"]).append(route.method)
     for index, (pattern, verbs) in enumerate(methods.items()):
         name = "dicomweb_" + ("_".join(s.strip("{}") for s in pattern.strip("/").split("/")) or "root")
         # Any request Content-Type reaches the routes, which answer 415 themselves (STOW-RS).

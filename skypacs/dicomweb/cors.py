@@ -75,3 +75,11 @@ def response_headers(origins: Collection[str], origin: str | None) -> dict[str, 
         "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
         "Vary": "Origin",
     }
+
+
+def add_response_headers(response: Response, origins: Collection[str], origin: str | None) -> None:
+    """Add :func:`response_headers` to ``response``, merging ``Vary`` with what it already says."""
+    for name, value in response_headers(origins, origin).items():
+        if name == "Vary" and response.headers.get("Vary"):
+            value = f"{response.headers['Vary']}, {value}"
+        response.headers[name] = value

@@ -95,7 +95,7 @@ def wsgi_app(router: Router, *, prefix: str = DEFAULT_PREFIX, signing_key: bytes
             if mounted:
                 _audit(router, environ, method, headers, relative, response.status)
             if cors_origins:
-                _add_cors(response, cors.response_headers(cors_origins, headers.get("Origin")))
+                cors.add_response_headers(response, cors_origins, headers.get("Origin"))
         start_response(f"{response.status} {response.reason}", list(response.headers.items()))
         return response.body
 
@@ -129,13 +129,6 @@ def _audit(router: Router, environ: Environ, method: str, headers: Headers, rela
         names = []
     audit_request(router, method, relative, names, who=token_id(bearer_token(headers.get("Authorization"))),
                   status=status, address=environ.get("REMOTE_ADDR", ""))
-
-
-def _add_cors(response: Response, headers: Mapping[str, str]) -> None:
-    for name, value in headers.items():
-        if name == "Vary" and response.headers.get("Vary"):
-            value = f"{response.headers['Vary']}, {value}"
-        response.headers[name] = value
 
 
 def _headers(environ: Environ) -> Iterator[tuple[str, str]]:

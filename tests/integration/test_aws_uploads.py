@@ -155,3 +155,22 @@ def test_requests_are_audited_with_the_token_subject(deployment: Deployment,
     assert record["action"] == "store" and record["who"] == "oidc:3f6c-user"
     assert record["what"] == {"route": "upload-create", "parameters": ["count"]}
     assert record["address"] == "10.1.2.3" and record["outcome"] == "success"
+
+
+def test_cors_preflight_and_response_headers_from_the_lambda_api(deployment: Deployment,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # API Gateway routes OPTIONS to the function without the authorizer; the function answers it.
+    monkeypatch.setitem(vars(aws.archive()), "cors_origins", ("https://viewer.example.org",))
+    preflight = deployment.api.http.request("OPTIONS", "/uploads", headers={
+        "Origin": "https://viewer.example.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://viewer.example.org"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    other = deployment.api.http.request("OPTIONS", "/uploads", headers={
+        "Origin": "https://evil.example.org", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    answer = deployment.api.http.post("/uploads", headers={"Origin": "https://viewer.example.org"})
+    assert answer.status_code == 201
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://viewer.example.org"
