@@ -8,7 +8,7 @@ synthesis and are listed in ``policy-validation-report.json`` in the cloud assem
 from __future__ import annotations
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 
 from infra.stack import SkyPacsStack
 
@@ -16,10 +16,11 @@ STACK_ID = "SkyPacs"
 
 
 def build_app(app: cdk.App | None = None) -> tuple[cdk.App, SkyPacsStack]:
-    """Add the SkyPACS stack and the AwsSolutions checks to ``app`` (a new ``cdk.App()`` by default)."""
+    """Add the SkyPACS stack and the AwsSolutions and HIPAA Security checks to ``app`` (a new
+    ``cdk.App()`` by default)."""
     app = app if app is not None else cdk.App()
     stack = SkyPacsStack(app, STACK_ID, description="SkyPACS: serverless PACS archive")
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), HIPAASecurityChecks(app))
     return app, stack
 
 

@@ -8,7 +8,8 @@ those are kept.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Acknowledgment as Ack
+from aws_cdk import Duration, RemovalPolicy, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -75,8 +76,13 @@ class Storage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            # Who read which study is evidence: a deleted or overwritten log object stays recoverable.
+            versioned=True,
             removal_policy=removal_policy,
         )
+        Validations.of(self.access_logs_bucket).acknowledge(Ack(
+            id="HIPAA.Security-S3DefaultEncryptionKMS",
+            reason="S3 delivers server access logs only to buckets encrypted with SSE-S3, not SSE-KMS."))
         # cdk-nag AwsSolutions-S1 (server access logs) holds for this bucket without logs of its own because it
         # is the log destination of `bucket`; logging it into itself would log its own deliveries, without end.
 
@@ -123,3 +129,9 @@ class Storage(Construct):
                 )
             ],
         )
+        for bucket in (self.bucket, self.access_logs_bucket):
+            Validations.of(bucket).acknowledge(Ack(
+                id="HIPAA.Security-S3BucketReplicationEnabled",
+                reason="Cross-region replication doubles storage cost and needs a second region's key and "
+                "bucket: a disaster-recovery choice for the deploying team (docs/scale-plan.md), not a "
+                "default. Versioning, the retained bucket and key, and S3's 11 nines cover durability."))

@@ -37,5 +37,6 @@ def cdk_json() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def cdk_context(cdk_json: dict[str, Any]) -> dict[str, Any]:
-    """The context ``cdk synth`` passes to the app: feature flags and settings from ``cdk.json``."""
-    return dict(cdk_json.get("context", {}))
+    """The context ``cdk synth`` passes to the app: feature flags and settings from ``cdk.json``, with
+    Lambda bundling skipped (tests/infra/test_bundling.py builds the bundle itself)."""
+    return {**cdk_json.get("context", {}), "aws:cdk:bundling-stacks": []}

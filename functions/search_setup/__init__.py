@@ -1,0 +1,1 @@
+"""The OpenSearch setup custom resource: indices and fine-grained access control role mappings."""

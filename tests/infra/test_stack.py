@@ -1,0 +1,162 @@
+"""The whole SkyPACS stack as `cdk synth` builds it (cdk.json context, AwsSolutions and HIPAA Security
+plugins): what holds across every construct, the outputs a user reads, and the context options.
+
+One app is synthesized for the module; Lambda bundling is skipped (tests/infra/test_bundling.py builds
+the bundle).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aws_cdk")
+pytest.importorskip("cdk_nag")
+pytest.importorskip("chalice")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Annotations, Match, Template
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
+
+from infra.app import build_app
+from infra.context import SETTINGS
+from infra.stack import SkyPacsStack
+
+CONTEXT = {
+    "corsOrigins": "https://viewer.example.org",
+    "authCallbackUrls": "https://viewer.example.org/callback",
+    "gatewayAllowedAes": "CT01,MR01",
+    "gatewayDestinations": "WS01=10.0.0.5:104",
+    "gatewayTlsCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+    "alarmEmail": "pacs-ops@example.org",
+    "plugins": [{"name": "event-log", "handler": "functions.plugins.event_log.handler",
+                 "detailTypes": ["InstanceStored", "InstanceDeleted"]}],
+}
+
+
+@pytest.fixture(scope="module")
+def app_and_stack(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[cdk.App, SkyPacsStack]:
+    app = cdk.App(context={**cdk_context, **CONTEXT}, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    return build_app(app)
+
+
+@pytest.fixture(scope="module")
+def stack(app_and_stack: tuple[cdk.App, SkyPacsStack]) -> SkyPacsStack:
+    return app_and_stack[1]
+
+
+@pytest.fixture(scope="module")
+def template(stack: SkyPacsStack) -> Template:
+    # Synthesis runs the validation plugins: an unacknowledged cdk-nag finding fails it.
+    return Template.from_stack(stack)
+
+
+def _statements(template: Template) -> list[dict[str, Any]]:
+    return [s for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+            for p in template.find_resources(kind).values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("pack", [AwsSolutionsChecks, HIPAASecurityChecks], ids=["AwsSolutions", "HIPAA"])
+def test_zero_unacknowledged_nag_findings(stack: SkyPacsStack, pack: Any) -> None:
+    report = pack().validate_scope(stack)
+    assert [f"{v.rule_name} at {[r.construct_path for r in v.violating_resources]}" for v in report.violations] == []
+
+
+def test_synthesis_has_no_error_or_warning(template: Template, stack: SkyPacsStack) -> None:
+    annotations = Annotations.from_stack(stack)
+    assert annotations.find_error("*", Match.any_value()) == []
+
+
+def test_no_wildcard_action_on_wildcard_resource(template: Template) -> None:
+    offending = [s for s in _statements(template) if s["Effect"] == "Allow" and "*" in _list(s.get("Resource"))
+                 and any(a == "*" or str(a).endswith(":*") for a in _list(s["Action"]))]
+    assert offending == []
+
+
+def test_every_log_group_has_retention_and_encryption(template: Template) -> None:
+    groups = template.find_resources("AWS::Logs::LogGroup")
+    assert groups
+    assert [lid for lid, g in groups.items() if "RetentionInDays" not in g.get("Properties", {})] == []
+    assert [lid for lid, g in groups.items() if "KmsKeyId" not in g.get("Properties", {})] == []
+
+
+def test_every_function_in_the_vpc_on_python312_with_tracing(template: Template) -> None:
+    functions = template.find_resources("AWS::Lambda::Function")
+    ours = {lid: f["Properties"] for lid, f in functions.items()
+            if str(f["Properties"].get("Handler", "")).startswith("functions.")}
+    handlers = {p["Handler"] for p in ours.values()}
+    assert {"functions.indexer.handler.handler", "functions.dicomweb.app.app",
+            "functions.authorizer.handler.handler", "functions.search_setup.handler.handler",
+            "functions.plugins.event_log.handler"} <= handlers
+    for properties in ours.values():
+        assert properties["Runtime"] == "python3.12"
+        assert properties["VpcConfig"]["SubnetIds"]
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_data_stores_encrypted_and_retained(template: Template) -> None:
+    for logical_id, bucket in template.find_resources("AWS::S3::Bucket").items():
+        properties = bucket["Properties"]
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True}, logical_id
+        assert properties["BucketEncryption"], logical_id
+    (table,) = template.find_resources("AWS::DynamoDB::Table").values()
+    assert table["DeletionPolicy"] == "Retain" and table["Properties"]["SSESpecification"]["SSEEnabled"]
+    (domain,) = template.find_resources("AWS::OpenSearchService::Domain").values()
+    assert domain["DeletionPolicy"] == "Retain"
+    assert domain["Properties"]["EncryptionAtRestOptions"]["Enabled"] is True
+    assert domain["Properties"]["NodeToNodeEncryptionOptions"]["Enabled"] is True
+
+
+def test_outputs_tell_users_where_to_point_modalities_and_viewers(template: Template) -> None:
+    outputs = template.find_outputs("*")
+    assert {"BucketName", "CatalogTableName", "GatewayHost", "GatewayPort", "GatewayTlsPort", "DicomWebUrl",
+            "StreamingUrl", "OidcIssuer", "UserPoolId", "ViewerClientId", "ScriptClientId", "AuthDomain",
+            "IngestDeadLetterQueue", "EventBusName", "AlarmTopicArn", "DashboardName"} <= set(outputs)
+    assert outputs["GatewayPort"]["Value"] == "11112" and outputs["GatewayTlsPort"]["Value"] == "2762"
+
+
+def test_context_reaches_the_constructs(template: Template) -> None:
+    functions = [f["Properties"] for f in template.find_resources("AWS::Lambda::Function").values()]
+    api = next(p for p in functions if p.get("Handler") == "functions.dicomweb.app.app")
+    variables = api["Environment"]["Variables"]
+    assert variables["SKYPACS_CORS_ORIGINS"] == "https://viewer.example.org"
+    assert "SKYPACS_OPENSEARCH_ENDPOINT" in variables and "SKYPACS_STREAMING_URL" in variables
+    (task,) = [t for t in template.find_resources("AWS::ECS::TaskDefinition").values()
+               if "skypacs gateway" in json.dumps(t) or "SKYPACS_ALLOWED_AES" in json.dumps(t)]
+    environment = {e["Name"]: e["Value"] for c in task["Properties"]["ContainerDefinitions"]
+                   for e in c.get("Environment", [])}
+    assert environment["SKYPACS_ALLOWED_AES"] == "CT01,MR01"
+    assert environment["SKYPACS_DESTINATIONS"] == "WS01=10.0.0.5:104"
+
+
+def test_template_within_cloudformation_limits(template: Template) -> None:
+    document = template.to_json()
+    assert len(document["Resources"]) < 500
+    assert len(json.dumps(document)) < 1_000_000
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("searchDataNodes", "two", "whole number"),
+    ("gatewayDestinations", "WS01=nohostport", "AE=host:port"),
+    ("gatewayInternetFacing", "maybe", "true or false"),
+    ("plugins", "[{\"name\": \"x\"}]", "'plugins'.*missing"),
+])
+def test_bad_context_stops_synthesis_naming_the_key(cdk_context: dict[str, Any], key: str, value: str,
+                                                     message: str) -> None:
+    app = cdk.App(context={**cdk_context, key: value})
+    with pytest.raises(ValueError, match=message):
+        SkyPacsStack(app, "Bad")
+
+
+def test_every_context_key_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [key for key in SETTINGS if f"`{key}`" not in readme] == []
