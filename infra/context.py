@@ -29,7 +29,7 @@ SETTINGS: dict[str, str] = {
     "authViewerWrite": "give the Cognito viewer client the write scope too (default false)",
     "authDomainPrefix": "Cognito hosted sign-in domain prefix (default skypacs-<account>)",
     "corsOrigins": "browser origins allowed to call the API, comma-separated",
-    "apiReservedConcurrency": "reserved concurrency of the API function (default 100)",
+    "apiReservedConcurrency": "reserved concurrency of the API function (default 100; the authorizer reserves 20)",
     "indexerReservedConcurrency": "reserved concurrency of the indexer (default 50)",
     "gatewayAeTitle": "called AE title of the DIMSE gateway (default SKYPACS)",
     "gatewayAllowedAes": "calling AE titles allowed to associate, comma-separated (default: any)",

@@ -100,6 +100,7 @@ class DicomWebApi(Construct):
         domain_prefix: str | None = None,
         cors_origins: Sequence[str] = (),
         reserved_concurrency: int = 100,
+        authorizer_reserved_concurrency: int = 20,
         throttle_rate: int = 500,
         throttle_burst: int = 1000,
         log_key: kms.IKey | None = None,
@@ -130,7 +131,8 @@ class DicomWebApi(Construct):
             API_TIMEOUT, reserved_concurrency, vpc, environment, log_key)
         self.authorizer_function = self._function(
             "Authorizer", "SkyPACS DICOMweb API: OIDC/JWT bearer token authorizer", AUTHORIZER_HANDLER, 256,
-            Duration.seconds(10), reserved_concurrency, vpc, {
+            # API Gateway caches each token's policy for 300 s: the authorizer runs far less often.
+            Duration.seconds(10), authorizer_reserved_concurrency, vpc, {
                 ENV_OIDC_ISSUER: self.issuer.issuer,
                 ENV_OIDC_AUDIENCE: ",".join(self.issuer.audiences),
                 ENV_OIDC_READ_SCOPE: self.issuer.read_scope,

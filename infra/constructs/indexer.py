@@ -13,7 +13,7 @@ per-request KMS charge on a queue that sees every stored object, and the message
 Replaying the dead-letter queue (after fixing what made the messages fail; ingest is idempotent, so a
 replay never duplicates anything):
 
-- console: SQS > the dead-letter queue (``DeadLetterQueue`` output of the stack) > "Start DLQ redrive",
+- console: SQS > the dead-letter queue (``IngestDeadLetterQueue`` output of the stack) > "Start DLQ redrive",
   destination "Redrive to source queue(s)";
 - CLI: ``aws sqs start-message-move-task --source-arn <dead-letter queue ARN>`` (no destination: back to
   the source queue), then ``aws sqs list-message-move-tasks --source-arn <...>`` to follow it.
