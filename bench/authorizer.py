@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skypacs.dicomweb.oidc import OidcSettings, OidcVerifier, api_policy  # noqa: E402
-from tests.oidc_issuer import running_issuer  # noqa: E402
+from skypacs.dicomweb.oidc import OidcSettings, OidcVerifier, api_policy
+from tests.oidc_issuer import running_issuer
 
 ARN = "arn:aws:execute-api:eu-west-1:123456789012:api1/prod/GET/studies"
 
