@@ -83,6 +83,7 @@ class SkyPacsStack(Stack):
             viewer_write=settings.flag("authViewerWrite"), domain_prefix=settings.text("authDomainPrefix"),
             cors_origins=settings.strings("corsOrigins"), log_key=log_key,
             reserved_concurrency=settings.integer("apiReservedConcurrency", 100, minimum=1))
+        self.storage.allow_browser_uploads(list(settings.strings("corsOrigins")))
         tls_certificate = settings.text("gatewayTlsCertificateArn")
         self.gateway = Gateway(
             self, "Gateway", vpc=vpc, cluster=cluster, bucket=bucket, bucket_key=bucket_key, table=table,

@@ -135,3 +135,12 @@ class Storage(Construct):
                 reason="Cross-region replication doubles storage cost and needs a second region's key and "
                 "bucket: a disaster-recovery choice for the deploying team (docs/scale-plan.md), not a "
                 "default. Versioning, the retained bucket and key, and S3's 11 nines cover durability."))
+
+    def allow_browser_uploads(self, origins: list[str]) -> None:
+        """Let browser pages on ``origins`` PUT to the presigned upload URLs of ``POST /uploads`` (keys
+        under ``incoming/``; the URL's signature is what authorizes a PUT, CORS only lets the browser
+        send it)."""
+        if origins:
+            self.bucket.add_cors_rule(
+                allowed_methods=[s3.HttpMethods.PUT], allowed_origins=origins,
+                allowed_headers=["Content-Type", "Content-MD5"], exposed_headers=["ETag"], max_age=600)

@@ -138,6 +138,13 @@ def test_context_reaches_the_constructs(template: Template) -> None:
     assert environment["SKYPACS_DESTINATIONS"] == "WS01=10.0.0.5:104"
 
 
+def test_browser_uploads_allowed_from_the_viewer_origin_only(template: Template) -> None:
+    (bucket,) = [b["Properties"] for lid, b in template.find_resources("AWS::S3::Bucket").items()
+                 if lid.startswith("StorageBucket")]
+    (rule,) = bucket["CorsConfiguration"]["CorsRules"]
+    assert rule["AllowedMethods"] == ["PUT"] and rule["AllowedOrigins"] == ["https://viewer.example.org"]
+
+
 def test_template_within_cloudformation_limits(template: Template) -> None:
     document = template.to_json()
     assert len(document["Resources"]) < 500
