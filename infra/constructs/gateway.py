@@ -43,6 +43,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.region_info import RegionInfo
 from constructs import Construct, IConstruct
 
+from infra.constructs.network import log_encryption_key
 from skypacs.config import (
     DEFAULT_AE_TITLE,
     DEFAULT_DIMSE_PORT,
@@ -164,40 +165,10 @@ def acknowledge_prefix_wildcards(construct: IConstruct, resources: Sequence[str]
 
 
 def logs_key(scope: Construct, construct_id: str, description: str) -> kms.Key:
-    """A customer managed key for CloudWatch Logs (and secrets) of one service.
-
-    CloudWatch Logs encrypts with a service key anyway; a customer managed key puts reading the logs
-    (which name AE titles, hosts and UIDs) under the same key policy and CloudTrail record as the data.
-    """
-    key = kms.Key(
-        scope,
-        construct_id,
-        description=description,
-        enable_key_rotation=True,
-        removal_policy=RemovalPolicy.RETAIN,
-    )
-    stack = Stack.of(scope)
-    # CloudWatch Logs uses the key on behalf of log groups of this account and region only.
-    key.add_to_resource_policy(
-        iam.PolicyStatement(
-            principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-            actions=[
-                "kms:Encrypt*",
-                "kms:Decrypt*",
-                "kms:ReEncrypt*",
-                "kms:GenerateDataKey*",
-                "kms:Describe*",
-            ],
-            resources=["*"],  # in a key policy, "*" is this key
-            conditions={
-                "ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": (
-                        f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
-                    )
-                }
-            },
-        )
-    )
+    """A customer managed key for CloudWatch Logs (and secrets) of one service: reading its logs (which
+    name AE titles, hosts and UIDs) falls under the same key policy and CloudTrail record as the data."""
+    key = log_encryption_key(scope, construct_id, removal_policy=RemovalPolicy.RETAIN)
+    key.node.default_child.add_property_override("Description", description)  # type: ignore[union-attr]
     return key
 
 
