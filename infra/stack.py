@@ -94,7 +94,8 @@ class SkyPacsStack(Stack):
             internet_facing=settings.flag("gatewayInternetFacing"),
             tls_certificate_arn=tls_certificate,
             desired_count=settings.integer("gatewayDesiredCount", 2, minimum=1),
-            max_count=settings.integer("gatewayMaxCount", 10, minimum=1))
+            max_count=settings.integer("gatewayMaxCount", 10, minimum=1),
+            search=self.search)
 
         self.observability = Observability(
             self, "Observability",

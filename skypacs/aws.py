@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skypacs.adapters.dynamodb_catalog import DynamoDbCatalog
 from skypacs.adapters.eventbridge import EventBridgeEventBus
@@ -52,6 +52,9 @@ from skypacs.services.query import QueryService
 from skypacs.services.retrieve import RetrieveService
 from skypacs.services.store import StoreService
 from skypacs.services.uploads import UploadService
+
+if TYPE_CHECKING:
+    from skypacs.dimse.server import Gateway, GatewayOptions
 
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
 """botocore's standard retry mode: throttling and transient errors back off and retry in the SDK."""
@@ -179,6 +182,18 @@ class AwsArchive:
             quarantine=Quarantine(self.store, self.catalog),
             extra_sop_classes=self.extra_sop_classes,
         )
+
+
+    def gateway(self, options: GatewayOptions) -> Gateway:
+        """The DIMSE gateway task (``skypacs gateway``): C-STORE into S3 (the indexer Lambda takes it from
+        there), C-MOVE/C-GET from the catalog and the bucket, and C-FIND from the OpenSearch index when
+        one is configured (without it, PATIENT-level retrieves and C-FIND are not offered)."""
+        from skypacs.dimse.retrieve import RetrieveSources
+        from skypacs.dimse.server import Gateway
+
+        query_service = self.query_service if self.index is not None else None
+        return Gateway(options, self.store_service, query_service=query_service,
+                       retrieve_sources=RetrieveSources(self.catalog, self.store, query_service=query_service))
 
 
 _archive: AwsArchive | None = None

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"object to the S3 bucket named by {ENV_BUCKET}; the bucket's notifications feed the indexer "
         f"Lambda. Refused objects are quarantined in the bucket and recorded in the {ENV_CATALOG_TABLE} "
         "table. It also answers C-MOVE (to the destinations of "
-        f"{ENV_DESTINATIONS}=AE=host:port,...) and C-GET from the catalog and the bucket; PATIENT level "
-        "retrieves need the OpenSearch index. Configured from the environment "
+        f"{ENV_DESTINATIONS}=AE=host:port,...) and C-GET from the catalog and the bucket, and C-FIND "
+        "when SKYPACS_OPENSEARCH_ENDPOINT names the index (PATIENT level retrieves need it too). "
+        "Configured from the environment "
         f"({ENV_AE_TITLE}, {ENV_DIMSE_PORT}, {ENV_ALLOWED_AES}, {ENV_DESTINATIONS}, "
         "SKYPACS_MAX_PDU, SKYPACS_EXTRA_SOP_CLASSES). SIGTERM finishes in-flight stores, then exits.",
     )
@@ -196,15 +197,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     """The AWS gateway task: C-STORE into S3 (the indexer Lambda takes it from there), C-MOVE/C-GET
     from the catalog and the bucket."""
     from skypacs.aws import archive
-    from skypacs.dimse.retrieve import RetrieveSources
-    from skypacs.dimse.server import Gateway
 
     settings = load_settings(environ=os.environ, overrides={"ae_title": args.ae_title, "dimse_port": args.dimse_port})
-    aws = archive()
-    sources = RetrieveSources(
-        aws.catalog, aws.store, query_service=aws.query_service if aws.index is not None else None
-    )
-    gateway = Gateway(_gateway_options(settings), aws.store_service, retrieve_sources=sources)
+    gateway = archive().gateway(_gateway_options(settings))
     stopping = _stop_on_signals()
     gateway.start()
     print(f"SkyPACS gateway: DIMSE listening as {settings.ae_title} on port {gateway.port}", flush=True)

@@ -44,6 +44,7 @@ from aws_cdk.region_info import RegionInfo
 from constructs import Construct, IConstruct
 
 from infra.constructs.network import log_encryption_key
+from infra.constructs.search import Search
 from skypacs.config import (
     DEFAULT_AE_TITLE,
     DEFAULT_DIMSE_PORT,
@@ -52,6 +53,8 @@ from skypacs.config import (
     ENV_BUCKET,
     ENV_CATALOG_TABLE,
     ENV_DESTINATIONS,
+    ENV_OPENSEARCH_ENDPOINT,
+    ENV_OPENSEARCH_PREFIX,
     parse_address,
 )
 from skypacs.keys import INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
@@ -362,6 +365,7 @@ class Gateway(Construct):
         cpu: int = 1024,
         memory_mib: int = 2048,
         access_logs_bucket: s3.IBucket | None = None,
+        search: Search | None = None,
     ) -> None:
         """Create the gateway.
 
@@ -379,6 +383,8 @@ class Gateway(Construct):
             desired_count, max_count: the service's task count range (the autoscaling bounds).
             cpu, memory_mib: Fargate task size.
             access_logs_bucket: where the NLB writes its access logs; default a new bucket.
+            search: the OpenSearch index: with it the gateway also answers C-FIND (and PATIENT-level
+                C-MOVE/C-GET), reading the index as an OpenSearch reader.
         """
         super().__init__(scope, construct_id)
         destinations = dict(destinations or {})
@@ -421,6 +427,14 @@ class Gateway(Construct):
             environment[ENV_DESTINATIONS] = ",".join(
                 f"{title}={address}" for title, address in destinations.items()
             )
+        if search is not None:
+            environment[ENV_OPENSEARCH_ENDPOINT] = search.endpoint
+            environment[ENV_OPENSEARCH_PREFIX] = search.index_prefix
+            search.add_reader(self.task_role)
+            acknowledge(self.task_role, {
+                "HIPAA.Security-IAMNoInlinePolicy": "The OpenSearch read grant (Search.add_reader) is CDK's "
+                "grant policy of this role alone; the gateway's own permissions are its managed policy.",
+            })
         container = task_definition.add_container(
             "Gateway",
             image=container_image(),
@@ -527,6 +541,8 @@ class Gateway(Construct):
         self.service.connections.allow_from(
             self.security_group, ec2.Port.tcp(DIMSE_PORT), "DICOM from the NLB"
         )
+        if search is not None:
+            search.allow_from(self.service.connections.security_groups[0])
 
         self.target_group = target_group = elbv2.NetworkTargetGroup(
             self,

@@ -136,6 +136,7 @@ def test_context_reaches_the_constructs(template: Template) -> None:
                    for e in c.get("Environment", [])}
     assert environment["SKYPACS_ALLOWED_AES"] == "CT01,MR01"
     assert environment["SKYPACS_DESTINATIONS"] == "WS01=10.0.0.5:104"
+    assert "SKYPACS_OPENSEARCH_ENDPOINT" in environment  # C-FIND from the index
 
 
 def test_browser_uploads_allowed_from_the_viewer_origin_only(template: Template) -> None:

@@ -66,3 +66,39 @@ def test_refused_transfer_is_quarantined_in_the_bucket(aws_gateway: tuple[Gatewa
     with archive.store.open(record.quarantine_key) as stream:
         kept = stream.read()
     assert split_part10(kept)[1] == split_part10(bad.read_bytes())[1]  # the refused dataset, whole
+
+
+def test_gateway_task_answers_c_find_and_c_get_from_the_index(fake_aws_credentials: None, tmp_path: Path) -> None:
+    # The gateway task as `skypacs gateway` composes it (AwsArchive.gateway). OpenSearch cannot run here,
+    # so the archive's QueryIndex is the SQLite adapter, which passes the same contract suite.
+    from skypacs.adapters.sqlite_index import SqliteQueryIndex
+    from tests.integration.test_dimse_find import findscu
+
+    with mock_aws():
+        s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
+        s3.create_bucket(Bucket="objects")
+        create_catalog_table(dynamodb, "catalog")
+        archive = AwsArchive(environ={ENV_BUCKET: "objects", ENV_CATALOG_TABLE: "catalog"},
+                             s3_client=s3, dynamodb_client=dynamodb)
+        archive.__dict__["index"] = SqliteQueryIndex(tmp_path / "index.sqlite")
+        stored = []
+        for path in copy_testdata(["CT_small.dcm", "MR_small.dcm"], tmp_path / "in"):
+            receipt = archive.store_service.store_part10(path.read_bytes())
+            archive.ingest_service.ingest(receipt.info.key, etag=receipt.info.etag, size=receipt.info.size)
+            stored.append(pydicom.dcmread(path, stop_before_pixels=True))
+        gateway = archive.gateway(GatewayOptions(ae_title="SKYPACS", host="127.0.0.1", port=0))
+        gateway.start()
+        try:
+            answers, _ = findscu(gateway.port, tmp_path / "find", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                                 "-k", "StudyInstanceUID", "-k", "ModalitiesInStudy")
+            assert {a.StudyInstanceUID for a in answers} == {d.StudyInstanceUID for d in stored}
+            ct = stored[0]
+            (tmp_path / "get").mkdir()
+            result = run_dcmtk("getscu", "-S", "-aet", "GETSCU", "-aec", "SKYPACS", "-od", str(tmp_path / "get"),
+                               "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ct.StudyInstanceUID}",
+                               "127.0.0.1", str(gateway.port))
+            assert result.returncode == 0, result.stderr
+            (received,) = list((tmp_path / "get").iterdir())
+            assert pydicom.dcmread(received).SOPInstanceUID == ct.SOPInstanceUID
+        finally:
+            gateway.stop(timeout=5)
