@@ -25,6 +25,7 @@ SETTINGS: dict[str, str] = {
     "authAudience": "accepted audiences (client ids) of that issuer, comma-separated",
     "authReadScope": "scope allowing search and retrieve (default skypacs/read)",
     "authWriteScope": "scope allowing store and delete (default skypacs/write)",
+    "authWriteGroups": "groups (groups claim) of that issuer whose members may write with a read token",
     "authCallbackUrls": "OAuth callback URLs of the viewer (OHIF), comma-separated",
     "authViewerWrite": "give the Cognito viewer client the write scope too (default false)",
     "authDomainPrefix": "Cognito hosted sign-in domain prefix (default skypacs-<account>)",

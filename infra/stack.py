@@ -74,6 +74,7 @@ class SkyPacsStack(Stack):
             issuer_url, settings.strings("authAudience"),
             read_scope=settings.text("authReadScope", DEFAULT_READ_SCOPE) or DEFAULT_READ_SCOPE,
             write_scope=settings.text("authWriteScope", DEFAULT_WRITE_SCOPE) or DEFAULT_WRITE_SCOPE,
+            write_groups=settings.strings("authWriteGroups"),
         ) if issuer_url else None
         self.api = DicomWebApi(
             self, "Api", vpc=vpc, bucket=bucket, bucket_key=bucket_key, table=table, search=self.search,

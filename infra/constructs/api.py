@@ -11,7 +11,8 @@ Cognito user pool that issues its tokens unless another OIDC issuer is named.
   self-sign-up, MFA required, strong passwords) with the resource server ``skypacs`` and its scopes
   ``skypacs/read`` and ``skypacs/write``, an app client for browser viewers (OHIF: authorization code
   with PKCE, no secret, read scope unless told otherwise) and one for scripts (client credentials, both
-  scopes). Per-user roles are not modelled: in Cognito, scopes follow the app client.
+  scopes). In Cognito, scopes follow the app client, so per-user write access is a group:
+  members of ``skypacs-writers`` may store and delete with the viewer's read-scoped token.
 - Large answers and uploads: the function redirects study/series retrieval and answers over 4 MB to
   the streaming service (``SKYPACS_STREAMING_URL``, the signing key read from Secrets Manager at run
   time), and ``POST /uploads`` presigns S3 PUTs under ``incoming/`` (the indexer ingests them).
@@ -49,6 +50,7 @@ from skypacs.config import (
     ENV_OIDC_AUDIENCE,
     ENV_OIDC_ISSUER,
     ENV_OIDC_READ_SCOPE,
+    ENV_OIDC_WRITE_GROUPS,
     ENV_OIDC_WRITE_SCOPE,
     ENV_OPENSEARCH_ENDPOINT,
     ENV_OPENSEARCH_PREFIX,
@@ -65,15 +67,17 @@ API_TIMEOUT = Duration.seconds(29)  # API Gateway's integration timeout
 API_MEMORY_MB = 1769  # one full vCPU: rendering and transcoding are CPU-bound
 LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 RESOURCE_SERVER = "skypacs"
+WRITERS_GROUP = "skypacs-writers"
 
 
 class OidcIssuer:
     """Who issues the API's tokens: an external issuer, or the stack's Cognito user pool."""
 
     def __init__(self, issuer: str, audiences: Sequence[str] = (), *, read_scope: str = DEFAULT_READ_SCOPE,
-                 write_scope: str = DEFAULT_WRITE_SCOPE) -> None:
+                 write_scope: str = DEFAULT_WRITE_SCOPE, write_groups: Sequence[str] = ()) -> None:
         self.issuer, self.audiences = issuer, list(audiences)
         self.read_scope, self.write_scope = read_scope, write_scope
+        self.write_groups = list(write_groups)
 
 
 class DicomWebApi(Construct):
@@ -137,6 +141,7 @@ class DicomWebApi(Construct):
                 ENV_OIDC_AUDIENCE: ",".join(self.issuer.audiences),
                 ENV_OIDC_READ_SCOPE: self.issuer.read_scope,
                 ENV_OIDC_WRITE_SCOPE: self.issuer.write_scope,
+                ENV_OIDC_WRITE_GROUPS: ",".join(self.issuer.write_groups),
                 "POWERTOOLS_SERVICE_NAME": "skypacs-authorizer",
             }, log_key)
 
@@ -198,10 +203,15 @@ class DicomWebApi(Construct):
         )
         self.user_pool_domain = pool.add_domain("Domain", cognito_domain=cognito.CognitoDomainOptions(
             domain_prefix=domain_prefix or f"skypacs-{Aws.ACCOUNT_ID}"))
+        # Per-user write access: members of this group may store and delete with the viewer's
+        # read-scoped token (`aws cognito-idp admin-add-user-to-group --group-name skypacs-writers`).
+        cognito.CfnUserPoolGroup(self, "WritersGroup", user_pool_id=pool.user_pool_id, group_name=WRITERS_GROUP,
+                                 description="May store (STOW-RS, uploads) and delete through the viewer")
         self.user_pool = pool
         return OidcIssuer(pool.user_pool_provider_url,
                           [self.viewer_client.user_pool_client_id, self.script_client.user_pool_client_id],
-                          read_scope=f"{RESOURCE_SERVER}/read", write_scope=f"{RESOURCE_SERVER}/write")
+                          read_scope=f"{RESOURCE_SERVER}/read", write_scope=f"{RESOURCE_SERVER}/write",
+                          write_groups=[WRITERS_GROUP])
 
     # --- functions ------------------------------------------------------------------------------------
 

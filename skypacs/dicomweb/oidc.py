@@ -13,7 +13,9 @@ arbitrary issuer (HTTP APIs do; REST APIs only know Cognito user pools), so one 
 - the access it grants from its scopes: ``scope`` (a space-separated string, RFC 8693/9068) or ``scp``
   (a list or string: Okta, Entra ID). The write scope allows every method, the read scope GET and HEAD
   (the same split as the embedded tokens, :mod:`skypacs.dicomweb.auth`); a valid token with neither is
-  known but allowed nothing (403).
+  known but allowed nothing (403). A token with the read scope whose ``cognito:groups`` or ``groups``
+  claim names one of ``SKYPACS_OIDC_WRITE_GROUPS`` may write too: per-user roles, since Cognito gives
+  every user of an app client the same scopes.
 
 Cognito is the default issuer (``https://cognito-idp.{region}.amazonaws.com/{userPoolId}``) with the
 resource-server scopes ``skypacs/read`` and ``skypacs/write``; OHIF's OIDC login sends the access token
@@ -40,6 +42,7 @@ from skypacs.config import (
     ENV_OIDC_ISSUER,
     ENV_OIDC_JWKS_URL,
     ENV_OIDC_READ_SCOPE,
+    ENV_OIDC_WRITE_GROUPS,
     ENV_OIDC_WRITE_SCOPE,
 )
 from skypacs.dicomweb.auth import READ_METHODS
@@ -63,6 +66,7 @@ class OidcSettings:
     read_scope: str = DEFAULT_READ_SCOPE
     write_scope: str = DEFAULT_WRITE_SCOPE
     jwks_url: str | None = None
+    write_groups: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> OidcSettings:
@@ -76,6 +80,7 @@ class OidcSettings:
             read_scope=environ.get(ENV_OIDC_READ_SCOPE, "").strip() or DEFAULT_READ_SCOPE,
             write_scope=environ.get(ENV_OIDC_WRITE_SCOPE, "").strip() or DEFAULT_WRITE_SCOPE,
             jwks_url=environ.get(ENV_OIDC_JWKS_URL, "").strip() or None,
+            write_groups=tuple(g.strip() for g in environ.get(ENV_OIDC_WRITE_GROUPS, "").split(",") if g.strip()),
         )
 
 
@@ -135,7 +140,8 @@ class OidcVerifier:
             raise Unauthenticated(f"the bearer token is not valid: {error}") from None
         self._check_audience(claims)
         scopes = scopes_of(claims)
-        return Principal(subject=str(claims.get("sub", "")), access=self._access(scopes), scopes=scopes)
+        access = self._access(scopes, groups_of(claims))
+        return Principal(subject=str(claims.get("sub", "")), access=access, scopes=scopes)
 
     def _check_audience(self, claims: Mapping[str, Any]) -> None:
         if not self.settings.audiences:
@@ -147,11 +153,13 @@ class OidcVerifier:
         if not presented & set(self.settings.audiences):
             raise Unauthenticated("the bearer token is meant for another audience")
 
-    def _access(self, scopes: frozenset[str]) -> str | None:
+    def _access(self, scopes: frozenset[str], groups: frozenset[str]) -> str | None:
         if self.settings.write_scope in scopes:
             return "write"
         if self.settings.read_scope in scopes:
-            return "read"
+            # Per-user roles: in Cognito, scopes follow the app client, so a viewer's token carries the
+            # read scope for everyone; membership of a write group lifts it to write.
+            return "write" if groups & set(self.settings.write_groups) else "read"
         return None
 
     def _keys(self) -> jwt.PyJWKClient:
@@ -180,6 +188,19 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     """Scopes from ``scope`` (space-separated) and ``scp`` (list or space-separated string)."""
     found: set[str] = set()
     for name in ("scope", "scp"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.update(value.split())
+        elif isinstance(value, list):
+            found.update(str(item) for item in value)
+    return frozenset(found)
+
+
+def groups_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """Groups from ``cognito:groups`` (Cognito) and ``groups`` (Keycloak, Okta, Entra ID): a list or a
+    space-separated string."""
+    found: set[str] = set()
+    for name in ("cognito:groups", "groups"):
         value = claims.get(name)
         if isinstance(value, str):
             found.update(value.split())

@@ -123,6 +123,7 @@ def test_functions_in_vpc_with_concurrency_tracing_and_environment(deployment: D
     assert auth_env["SKYPACS_OIDC_READ_SCOPE"] == "skypacs/read"
     assert auth_env["SKYPACS_OIDC_WRITE_SCOPE"] == "skypacs/write"
     assert "SKYPACS_OIDC_ISSUER" in auth_env and auth_env["SKYPACS_OIDC_AUDIENCE"]
+    assert auth_env["SKYPACS_OIDC_WRITE_GROUPS"] == "skypacs-writers"
     external = {p["Handler"]: p for p in _functions(deployment.external).values()}
     assert external["functions.authorizer.handler.handler"]["Environment"]["Variables"][
         "SKYPACS_OIDC_ISSUER"] == "https://login.example.org/realms/pacs"
@@ -136,6 +137,8 @@ def test_cognito_user_pool_secure_defaults(deployment: Deployment) -> None:
     assert properties["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
     assert properties["Policies"]["PasswordPolicy"]["MinimumLength"] >= 12
     assert pool["DeletionPolicy"] == "Retain"
+    (group,) = deployment.template.find_resources("AWS::Cognito::UserPoolGroup").values()
+    assert group["Properties"]["GroupName"] == "skypacs-writers"
     clients = {lid: c["Properties"]
                for lid, c in deployment.template.find_resources("AWS::Cognito::UserPoolClient").items()}
     viewer = next(p for p in clients.values() if p.get("AllowedOAuthFlows") == ["code"])

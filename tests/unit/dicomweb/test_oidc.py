@@ -138,3 +138,16 @@ def test_settings_from_environment() -> None:
     assert (settings.read_scope, settings.write_scope) == ("skypacs/read", "skypacs/write")
     with pytest.raises(RuntimeError, match="https"):
         OidcSettings.from_environ({"SKYPACS_OIDC_ISSUER": "http://issuer.example.org"})
+
+
+def test_write_group_lifts_a_read_token_to_write(issuer: Issuer) -> None:
+    # Cognito gives every user of the viewer client the same scopes; the writers group is per user.
+    verifier = OidcVerifier(OidcSettings(issuer=issuer.url, write_groups=("skypacs-writers",)))
+    token = issuer.token(scope="openid skypacs/read", **{"cognito:groups": ["skypacs-writers"]})
+    assert verifier.verify(token).access == "write"
+    assert verifier.verify(issuer.token(scope="skypacs/read", groups=["radiologists"])).access == "read"
+    # A group never grants access on its own: the token must be meant for the API (a scope).
+    assert verifier.verify(issuer.token(scope="openid", groups=["skypacs-writers"])).access is None
+    settings = OidcSettings.from_environ({"SKYPACS_OIDC_ISSUER": "https://issuer.example.org",
+                                          "SKYPACS_OIDC_WRITE_GROUPS": "a, b"})
+    assert settings.write_groups == ("a", "b")
