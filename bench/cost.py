@@ -108,9 +108,12 @@ class Load:
     """Catalog instance item: gzip-compressed DICOM JSON header plus record fields."""
     index_doc_kb: float = 10.0
     """OpenSearch instance document on disk per primary copy (source plus indexed fields)."""
-    indexer_seconds: float = 0.25
-    """Indexer Lambda time per instance: S3 HEAD + ranged GETs, ~10 ms parsing, DynamoDB lookups and one
-    transaction, OpenSearch bulk/refresh of the instance and its levels, one EventBridge put."""
+    indexer_seconds: float = 0.08
+    """Indexer Lambda time per instance, in batches of ~10 at this load: S3 HEAD + ranged GETs and the
+    catalog lookup on 8 threads, ~10 ms parsing, one OpenSearch round per batch (~0.5 s: bulk, level
+    rebuild), then one DynamoDB transaction and one EventBridge put per instance (~25 ms)."""
+    indexer_batch: float = 10.0
+    """Instances per indexer invocation (batch size 100, 2 s window: ~10 at this load, more in bursts)."""
     api_seconds: float = 0.15
     """DICOMweb Lambda time per request (QIDO via OpenSearch, metadata via DynamoDB, frames via S3)."""
     nat_gb: float = 20.0
@@ -136,16 +139,21 @@ class Deployment:
     streaming_vcpu: float = 1.0
     streaming_gb: float = 2.0
     nat_gateways: int = 1
-    plugins: int = 2
-    """Built-in plugins (dose, consistency): one Lambda each, invoked once per stored instance."""
+    plugins: int = 0
+    """Plugin functions (the ``plugins`` context option; none by default): one Lambda each, invoked once
+    per stored instance, each with two alarms of its own."""
     plugin_seconds: float = 0.1
     plugin_memory_gb: float = 0.5
-    lambda_memory_gb: float = 1.0
-    """Indexer and DICOMweb functions (1024 MB)."""
-    kms_keys: int = 5
-    """Bucket, catalog, search, log groups, queues/topics."""
+    indexer_memory_gb: float = 1.0
+    """``infra/constructs/indexer.py`` MEMORY_MB (1024)."""
+    api_memory_gb: float = 1769 / 1024
+    """``infra/constructs/api.py`` API_MEMORY_MB (1769: one full vCPU for rendering and transcoding)."""
+    authorizer_memory_gb: float = 0.25
+    kms_keys: int = 9
+    """Bucket, catalog, search, logs, gateway logs, streaming, backup, alarm topic, event bus."""
     secrets: int = 1
-    alarms: int = 10
+    alarms: int = 15
+    """The stack's own alarms; each plugin adds two (see :func:`alarm_count`)."""
     dashboards: int = 1
 
 
@@ -249,16 +257,19 @@ def dynamodb_line(load: Load, vol: Volumes, p: Prices) -> Line:
     )
 
 
+def alarm_count(dep: Deployment) -> int:
+    return dep.alarms + 2 * dep.plugins
+
+
 def lambda_line(load: Load, vol: Volumes, dep: Deployment, p: Prices) -> Line:
     authorizer = vol.api_requests / 10  # REST authorizer results are cached (300 s): ~1 call in 10
     gb_seconds = (
-        vol.ingested_instances * load.indexer_seconds * dep.lambda_memory_gb
-        + vol.api_requests * load.api_seconds * dep.lambda_memory_gb
-        + authorizer * 0.05 * 0.25
+        vol.ingested_instances * load.indexer_seconds * dep.indexer_memory_gb
+        + vol.api_requests * load.api_seconds * dep.api_memory_gb
+        + authorizer * 0.05 * dep.authorizer_memory_gb
         + vol.ingested_instances * dep.plugins * dep.plugin_seconds * dep.plugin_memory_gb
     )
-    # The indexer takes SQS batches of up to 10 records: about one invocation per 5 instances.
-    invocations = vol.ingested_instances / 5 + vol.api_requests + authorizer
+    invocations = vol.ingested_instances / load.indexer_batch + vol.api_requests + authorizer
     invocations += vol.ingested_instances * dep.plugins
     cost = gb_seconds * p.lambda_gb_second + invocations / 1e6 * p.lambda_per_million_requests
     return Line("Lambda", cost, f"{gb_seconds / 1e6:,.2f} M GB-s, {invocations / 1e6:,.2f} M invocations")
@@ -334,13 +345,14 @@ def observability_line(load: Load, vol: Volumes, dep: Deployment, p: Prices) -> 
     # ~1 KB of JSON log lines per ingested instance and per API request (Lambda, API access log).
     log_gb = (vol.ingested_instances + vol.api_requests) / (1024 * 1024) + load.flow_log_gb
     logs = log_gb * (p.logs_ingest_gb + p.logs_storage_gb_month)
-    traces = xray_traces(vol.ingested_instances / 5) + xray_traces(vol.api_requests)
+    traces = xray_traces(vol.ingested_instances / load.indexer_batch) + xray_traces(vol.api_requests)
     xray = traces / 1e6 * p.xray_per_million_traces
-    fixed = dep.alarms * p.cloudwatch_alarm_month + dep.dashboards * p.cloudwatch_dashboard_month
+    alarms = alarm_count(dep)
+    fixed = alarms * p.cloudwatch_alarm_month + dep.dashboards * p.cloudwatch_dashboard_month
     return Line(
         "CloudWatch + X-Ray",
         logs + xray + fixed,
-        f"{log_gb:,.1f} GB logs, {traces / 1e6:,.2f} M traces, {dep.alarms} alarms",
+        f"{log_gb:,.1f} GB logs, {traces / 1e6:,.2f} M traces, {alarms} alarms",
     )
 
 
@@ -399,8 +411,9 @@ def render(lines: Sequence[Line], load: Load, dep: Deployment) -> str:
             " the rest whole-study through the streaming service and CloudFront"
         ),
         (
-            f"- Lambda {dep.lambda_memory_gb * 1024:,.0f} MB x86_64: indexer {load.indexer_seconds:g} s an instance,"
-            f" API {load.api_seconds:g} s a request; {dep.plugins} plugin functions per stored instance"
+            f"- Lambda x86_64: indexer {dep.indexer_memory_gb * 1024:,.0f} MB, {load.indexer_seconds:g} s an"
+            f" instance, {load.indexer_batch:g} a batch; API {dep.api_memory_gb * 1024:,.0f} MB,"
+            f" {load.api_seconds:g} s a request; {dep.plugins} plugin functions per stored instance"
         ),
         (
             f"- OpenSearch {dep.search_data_nodes} data nodes, {dep.search_master_nodes} dedicated masters;"
@@ -434,6 +447,7 @@ def _parser() -> argparse.ArgumentParser:
         "catalog_item_kb": "catalog instance item size, KB",
         "index_doc_kb": "OpenSearch document size per instance, KB",
         "indexer_seconds": "indexer Lambda seconds per instance",
+        "indexer_batch": "instances per indexer invocation",
         "api_seconds": "DICOMweb Lambda seconds per request",
         "nat_gb": "GB through the NAT gateway a month",
         "flow_log_gb": "VPC flow log GB a month",

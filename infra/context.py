@@ -8,6 +8,7 @@ mean the same. A malformed value stops the synthesis with a message naming the k
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,11 +49,27 @@ SETTINGS: dict[str, str] = {
 """Every context key the stack reads, with its meaning (README "Deploy to AWS" lists the same)."""
 
 
+def unknown_keys(context: Mapping[str, Any]) -> list[str]:
+    """Context keys shaped like ours (camelCase) that the stack does not read: a misspelt ``-c`` option
+    would otherwise be ignored and deploy the default. CDK's own keys (``@aws-cdk/...``, ``aws:cdk:...``,
+    ``availability-zones:...``, ``acknowledged-issue-numbers``) have other shapes and pass."""
+    return sorted(key for key in context if key.isalnum() and key[:1].islower() and key not in SETTINGS)
+
+
 class Settings:
     """Typed access to the context of ``scope``."""
 
     def __init__(self, scope: Construct) -> None:
         self._scope = scope
+        unknown = unknown_keys(scope.node.get_all_context())
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, SETTINGS, n=1)
+                hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+            raise ValueError(
+                f"unknown context key(s) {', '.join(hints)}; the stack reads: {', '.join(SETTINGS)}"
+            )
 
     def raw(self, key: str) -> Any:
         if key not in SETTINGS:

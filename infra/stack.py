@@ -36,6 +36,9 @@ from skypacs.dicomweb.oidc import DEFAULT_READ_SCOPE, DEFAULT_WRITE_SCOPE
 NONCURRENT_RETENTION_DAYS_CONTEXT = "noncurrentRetentionDays"
 
 
+ISSUER_ONLY_SETTINGS = ("authAudience", "authReadScope", "authWriteScope", "authWriteGroups")
+"""Context keys that describe an external issuer (``authIssuer``); the Cognito pool has fixed ones."""
+
 class SkyPacsStack(Stack):
     """Everything SkyPACS deploys to one account and region."""
 
@@ -70,6 +73,13 @@ class SkyPacsStack(Stack):
             domain_name=settings.text("streamingDomainName"),
             certificate_arn=settings.text("streamingCertificateArn"))
         issuer_url = settings.text("authIssuer")
+        issuer_only = [key for key in ISSUER_ONLY_SETTINGS if settings.raw(key) not in (None, "", [])]
+        if issuer_url is None and issuer_only:
+            raise ValueError(
+                f"context {', '.join(issuer_only)} configure(s) an external OIDC issuer and need(s) authIssuer; "
+                "with the default Cognito user pool the scopes are skypacs/read and skypacs/write and writers "
+                "are the skypacs-writers group"
+            )
         issuer = OidcIssuer(
             issuer_url, settings.strings("authAudience"),
             read_scope=settings.text("authReadScope", DEFAULT_READ_SCOPE) or DEFAULT_READ_SCOPE,

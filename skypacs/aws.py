@@ -56,6 +56,11 @@ from skypacs.services.uploads import UploadService
 if TYPE_CHECKING:
     from skypacs.dimse.server import Gateway, GatewayOptions
 
+INGEST_READ_WORKERS = 8
+"""Threads reading an SQS batch's objects from S3 and their catalog records from DynamoDB (botocore's
+connection pool holds 10 per client)."""
+
+
 CLIENT_RETRIES = {"mode": "standard", "max_attempts": 5}
 """botocore's standard retry mode: throttling and transient errors back off and retry in the SDK."""
 
@@ -170,7 +175,12 @@ class AwsArchive:
     @cached_property
     def ingest_service(self) -> IngestService:
         return IngestService(
-            self.store, self.catalog, self.index, self.events, extra_sop_classes=self.extra_sop_classes
+            self.store,
+            self.catalog,
+            self.index,
+            self.events,
+            extra_sop_classes=self.extra_sop_classes,
+            read_workers=INGEST_READ_WORKERS,
         )
 
     @cached_property

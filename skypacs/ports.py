@@ -7,7 +7,7 @@ them lives in ``skypacs.services``. Every adapter of a port passes the same cont
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
@@ -152,6 +152,11 @@ class QueryIndex(Protocol):
     """Attribute matching and free text over every attribute (query semantics: ``skypacs.query``)."""
 
     def index_instance(self, record: InstanceRecord) -> None: ...
+
+    def index_instances(self, records: Sequence[InstanceRecord]) -> None:
+        """Index a batch, rebuilding each series, study and patient it touches once (ingest batches,
+        re-index): all or nothing is not promised, but a retry of the whole batch repairs any part."""
+        ...
 
     def remove_instance(self, sop_instance_uid: str) -> None: ...
 

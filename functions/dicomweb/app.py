@@ -187,7 +187,8 @@ def _answer(pattern: str, request: Request) -> Response:
 def _audit(request: Request, status: int) -> None:
     """The audit record (skypacs.dicomweb.request_audit): the caller is the token's subject, as the
     OIDC authorizer found it (``requestContext.authorizer.principalId``)."""
-    context = app.current_request.context or {}
+    current = app.current_request
+    context = (current.context if current is not None else None) or {}
     principal = (context.get("authorizer") or {}).get("principalId")
     address = str((context.get("identity") or {}).get("sourceIp") or "")
     audit_request(router, request.method, request.path, [name for name, _ in request.query],

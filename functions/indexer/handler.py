@@ -3,7 +3,9 @@
 S3 -> SQS -> this function, with ``ReportBatchItemFailures`` on the event source mapping and a
 dead-letter queue behind the SQS queue (DESIGN.md "Limits that shape the AWS design"): a record whose
 ingest fails is reported in ``batchItemFailures`` and comes back after the visibility timeout; the others
-are deleted from the queue. Ingest is idempotent, so a redelivered record is a no-op.
+are deleted from the queue. Ingest is idempotent, so a redelivered record is a no-op. The whole batch
+goes through one ``IngestService.ingest_many``: its instances are indexed in one OpenSearch ``_bulk``
+and the series, study and patient documents they touch are rebuilt once per batch, not per instance.
 
 A message body is one of:
 
@@ -18,7 +20,7 @@ Only keys under ``studies/`` and ``incoming/`` are ingested. Everything else is 
 above all ``quarantine/``: moving a refused object there creates an object too, which must not come
 back to ingest. Outcome ``quarantined`` is a success: the object is kept, with its reason.
 
-Logs are Powertools JSON lines with the SQS message id as correlation id, and name keys, outcomes and
+Logs are Powertools JSON lines carrying each record's SQS message id, and name keys, outcomes and
 reasons only, never metadata.
 """
 
@@ -32,18 +34,16 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skypacs import aws
 from skypacs.keys import INCOMING_PREFIX, STUDIES_PREFIX
+from skypacs.services.ingest import IngestRequest
 
 INGESTED_PREFIXES = (STUDIES_PREFIX, INCOMING_PREFIX)
 
 logger = Logger(service="skypacs-indexer")
-processor = BatchProcessor(event_type=EventType.SQS)
 _logging_configured = False
 
 
@@ -87,33 +87,59 @@ def created_objects(body: Mapping[str, Any]) -> list[CreatedObject]:
     raise UnrecognisedMessage("neither an S3 notification nor an EventBridge S3 event")
 
 
-def record_handler(record: SQSRecord) -> None:
-    logger.set_correlation_id(record.message_id)
-    archive = aws.archive()
-    for obj in created_objects(json.loads(record.body)):
-        if obj.bucket != archive.store.bucket:
-            raise UnrecognisedMessage(
-                f"notification for bucket {obj.bucket}, this archive uses {archive.store.bucket}"
-            )
+def _requests(record: Mapping[str, Any], bucket: str) -> list[IngestRequest]:
+    """What one SQS message asks to ingest; raises for a message that must go to the dead-letter queue."""
+    requests = []
+    for obj in created_objects(json.loads(record["body"])):
+        if obj.bucket != bucket:
+            raise UnrecognisedMessage(f"notification for bucket {obj.bucket}, this archive uses {bucket}")
         if not obj.key.startswith(INGESTED_PREFIXES):
-            logger.info("skipped", extra={"key": obj.key, "outcome": "skipped"})
+            logger.info("skipped", extra={"key": obj.key, "outcome": "skipped", "message_id": record["messageId"]})
             continue
+        # The notification's eTag is S3's, not the content MD5 under SSE-KMS (see skypacs.adapters.s3):
+        # let ingest HEAD the object for the fingerprint it compares.
+        requests.append(IngestRequest(obj.key))
+    return requests
+
+
+def ingest_batch(event: Mapping[str, Any]) -> PartialItemFailureResponse:
+    """Ingest every object the batch's messages announce in one ``ingest_many`` call (one index write
+    for the batch); a message fails when any of its objects failed."""
+    archive = aws.archive()
+    failed: dict[str, None] = {}
+    requests: list[IngestRequest] = []
+    owners: list[str] = []
+    for record in event["Records"]:
+        message_id = record["messageId"]
         try:
-            # The notification's eTag is S3's, not the content MD5 under SSE-KMS (see skypacs.adapters.s3):
-            # let ingest HEAD the object for the fingerprint it compares.
-            result = archive.ingest_service.ingest(obj.key)
+            found = _requests(record, archive.store.bucket)
         except Exception as exc:
-            logger.exception("ingest failed", extra={"key": obj.key, "error": type(exc).__name__})
-            raise
+            logger.exception("unrecognised message", extra={"message_id": message_id, "error": type(exc).__name__})
+            failed[message_id] = None
+            continue
+        requests += found
+        owners += [message_id] * len(found)
+    results = archive.ingest_service.ingest_many(requests) if requests else []
+    for request, message_id, result in zip(requests, owners, results, strict=True):
+        if isinstance(result, Exception):
+            logger.error(
+                "ingest failed",
+                extra={"key": request.key, "message_id": message_id, "error": type(result).__name__},
+                exc_info=result,
+            )
+            failed[message_id] = None
+            continue
         logger.info(
             "ingested",
             extra={
-                "key": obj.key,
+                "key": request.key,
+                "message_id": message_id,
                 "outcome": result.outcome,
                 "reason": result.reason,
                 "stored_key": result.key,
             },
         )
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
 def _configure_logging() -> None:
@@ -127,6 +153,4 @@ def _configure_logging() -> None:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     _configure_logging()
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return ingest_batch(event)

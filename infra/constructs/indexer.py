@@ -1,8 +1,9 @@
 """The indexer: S3 "object created" -> SQS -> Lambda (``functions/indexer/handler.py``) -> ingest.
 
 S3 notifies the queue of every object created under ``studies/`` and ``incoming/``; the function ingests
-each one (catalog, index, event) and reports failed records in ``batchItemFailures``, so only those come
-back after the visibility timeout. After :data:`MAX_RECEIVE_COUNT` receives a message moves to the
+a batch of up to 100 at once (one OpenSearch ``_bulk`` and one rebuild of each series, study and patient
+the batch touches; catalog records and events one by one) and reports failed records in
+``batchItemFailures``, so only those come back after the visibility timeout. After :data:`MAX_RECEIVE_COUNT` receives a message moves to the
 dead-letter queue, where it stays for 14 days: a burst of C-STOREs never loses an index entry (DESIGN.md).
 
 Queue encryption: SSE-SQS (SQS managed keys). S3 event notifications can only reach an SSE-KMS queue whose
@@ -56,7 +57,7 @@ INDEXER_HANDLER = "functions.indexer.handler.handler"
 FUNCTION_TIMEOUT = Duration.seconds(60)
 MEMORY_MB = 1024
 #: SQS batching window: up to this long to fill a batch, fewer invocations in a burst.
-MAX_BATCHING_WINDOW = Duration.seconds(5)
+MAX_BATCHING_WINDOW = Duration.seconds(2)
 #: Receives before a message goes to the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION = Duration.days(14)  # the SQS maximum
@@ -96,7 +97,7 @@ class Indexer(Construct):
         search: Search | None = None,
         event_bus: events.IEventBus | None = None,
         reserved_concurrency: int = 50,
-        batch_size: int = 10,
+        batch_size: int = 100,
         log_key: kms.IKey | None = None,
     ) -> None:
         """Create the indexer.
@@ -109,7 +110,8 @@ class Indexer(Construct):
             event_bus: where InstanceStored events go; without it nothing is published.
             reserved_concurrency: the function's reserved concurrency, also the event source's maximum
                 concurrency (so SQS polling never outruns it into throttles).
-            batch_size: SQS messages per invocation.
+            batch_size: SQS messages per invocation; a modality's series arriving together is indexed
+                together, so larger batches mean fewer OpenSearch refreshes and level rebuilds.
             log_key: encrypts the function's log group (``Network.log_key``); a key of its own when not given.
         """
         super().__init__(scope, construct_id)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from skypacs.adapters.sqlite_queue import WRITE_GRACE_SECONDS, QueueEntry, SqliteIngestQueue
 from skypacs.errors import SkyPacsError
-from skypacs.services.ingest import IngestResult, IngestService
+from skypacs.services.ingest import IngestRequest, IngestResult, IngestService
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +42,22 @@ class QueueIndexer:
     def drain_once(self) -> int:
         """Process one batch of ready entries; returns how many entries were taken."""
         entries = self.queue.claim(self.batch_size)
-        done: list[int] = []
-        for entry in entries:
-            if self._process(entry):
-                done.append(entry.id)
+        if not entries:
+            return 0
+        # The writer's etag describes what it wrote; a later overwrite has its own entry, and
+        # ingesting with a stale etag is settled by that entry (the catalog then records a replacement).
+        results = self.ingest.ingest_many([IngestRequest(e.key, e.etag, e.size) for e in entries])
+        done = [entry.id for entry, result in zip(entries, results, strict=True) if self._settled(entry, result)]
         self.queue.ack(done)
         return len(entries)
 
-    def _process(self, entry: QueueEntry) -> bool:
-        try:
-            # The writer's etag describes what it wrote; a later overwrite has its own entry, and
-            # ingesting with a stale etag is settled by that entry (the catalog then records a replacement).
-            result = self.ingest.ingest(entry.key, etag=entry.etag, size=entry.size)
-        except SkyPacsError as exc:
-            return self._retry(entry, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug must not wedge the queue: retry, then dead-letter
-            logger.exception("ingest of %s failed unexpectedly", entry.key)
-            return self._retry(entry, f"{type(exc).__name__}: {exc}")
+    def _settled(self, entry: QueueEntry, result: IngestResult | Exception) -> bool:
+        """Whether the entry is finished with; a failure is retried later, a missing object waited for."""
+        if isinstance(result, SkyPacsError):
+            return self._retry(entry, f"{type(result).__name__}: {result}")
+        if isinstance(result, Exception):  # a bug must not wedge the queue: retry, then dead-letter
+            logger.error("ingest of %s failed unexpectedly", entry.key, exc_info=result)
+            return self._retry(entry, f"{type(result).__name__}: {result}")
         if result.outcome == "missing" and self.clock() - entry.enqueued_at < MISSING_GRACE_SECONDS:
             self.queue.postpone(entry, delay=1.0)
             return False

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -78,14 +79,21 @@ def _formatted_name(dataset: pydicom.Dataset) -> str:
 
 
 def _wait_searchable(root: str, count: int, timeout: float = 60) -> None:
-    """QIDO lists what ``skypacs serve`` indexed on start (the index row lands after the catalog's)."""
+    """QIDO lists what ``skypacs serve`` indexed on start. The server answers C-ECHO once its DIMSE
+    listener is up; its HTTP listener may open a moment later (the wait on a loaded machine)."""
     request = urllib.request.Request(f"{root}/studies", headers={
         "Authorization": f"Bearer {TOKEN}", "Accept": "application/dicom+json"})
     deadline = time.monotonic() + timeout
     found = 0
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError):
+                raise
+            time.sleep(0.1)
+            continue
         found = len(json.loads(body)) if body else 0
         if found >= count:
             return

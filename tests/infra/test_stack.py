@@ -7,7 +7,10 @@ the bundle).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from infra.app import build_app
 from infra.context import SETTINGS
 from infra.stack import SkyPacsStack
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONTEXT = {
     "corsOrigins": "https://viewer.example.org",
@@ -157,12 +162,57 @@ def test_template_within_cloudformation_limits(template: Template) -> None:
     ("gatewayDestinations", "WS01=nohostport", "AE=host:port"),
     ("gatewayInternetFacing", "maybe", "true or false"),
     ("plugins", "[{\"name\": \"x\"}]", "'plugins'.*missing"),
+    ("searchDataNode", "6", "unknown context key.*'searchDataNode' \\(did you mean 'searchDataNodes'\\?\\)"),
+    ("gatewayAllowedAEs", "CT01", "did you mean 'gatewayAllowedAes'"),
+    ("authReadScope", "pacs.read", "authReadScope.*need.*authIssuer"),
 ])
 def test_bad_context_stops_synthesis_naming_the_key(cdk_context: dict[str, Any], key: str, value: str,
                                                      message: str) -> None:
     app = cdk.App(context={**cdk_context, key: value})
     with pytest.raises(ValueError, match=message):
         SkyPacsStack(app, "Bad")
+
+
+def _load_cost_model() -> Any:
+    spec = importlib.util.spec_from_file_location("skypacs_bench_cost_stack", REPO / "bench" / "cost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cost_estimate_prices_what_the_stack_provisions(template: Template) -> None:
+    """``bench/cost.py`` models the default deployment; this stack adds one plugin and a TLS listener."""
+    cost = _load_cost_model()
+    dep = replace(cost.Deployment(), plugins=1, gateway_tls=True)
+    document = template.to_json()["Resources"]
+
+    def of_type(kind: str) -> list[dict[str, Any]]:
+        return [r.get("Properties", {}) for r in document.values() if r["Type"] == kind]
+
+    functions = {f.get("Handler"): f.get("MemorySize") for f in of_type("AWS::Lambda::Function")}
+    assert functions["functions.indexer.handler.handler"] == dep.indexer_memory_gb * 1024
+    assert functions["functions.dicomweb.app.app"] == round(dep.api_memory_gb * 1024)
+    assert functions["functions.authorizer.handler.handler"] == dep.authorizer_memory_gb * 1024
+    assert functions["functions.plugins.event_log.handler"] == dep.plugin_memory_gb * 1024
+    assert len(of_type("AWS::KMS::Key")) == dep.kms_keys
+    assert len(of_type("AWS::CloudWatch::Alarm")) == cost.alarm_count(dep)
+    assert len(of_type("AWS::CloudWatch::Dashboard")) == dep.dashboards
+    assert len(of_type("AWS::SecretsManager::Secret")) == dep.secrets
+    assert len(of_type("AWS::EC2::NatGateway")) == dep.nat_gateways
+    (domain,) = of_type("AWS::OpenSearchService::Domain")
+    assert domain["ClusterConfig"]["InstanceCount"] == dep.search_data_nodes
+    assert domain["ClusterConfig"]["InstanceType"] == "r6g.large.search"  # Prices.opensearch_r6g_large_hour
+    assert domain["ClusterConfig"]["DedicatedMasterEnabled"] == (dep.search_master_nodes > 0)
+    assert domain["EBSOptions"]["VolumeSize"] == dep.search_volume_gib
+    services = {json.dumps(s.get("TaskDefinition")): s.get("DesiredCount") for s in of_type("AWS::ECS::Service")}
+    tasks = {lid: r["Properties"] for lid, r in document.items() if r["Type"] == "AWS::ECS::TaskDefinition"}
+    for prefix, count, vcpu, gb in (("Gateway", dep.gateway_tasks, dep.gateway_vcpu, dep.gateway_gb),
+                                    ("Streaming", dep.streaming_tasks, dep.streaming_vcpu, dep.streaming_gb)):
+        (lid,) = [lid for lid in tasks if lid.startswith(prefix)]
+        assert (int(tasks[lid]["Cpu"]), int(tasks[lid]["Memory"])) == (vcpu * 1024, gb * 1024)
+        assert services[json.dumps({"Ref": lid})] == count
 
 
 def test_every_context_key_is_documented_in_the_readme() -> None:

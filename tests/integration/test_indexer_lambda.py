@@ -29,7 +29,7 @@ from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS
 from skypacs.errors import BackendError
 from skypacs.parsing import parse_bytes
 from skypacs.ports import InstanceRecord
-from skypacs.services.ingest import IngestResult
+from skypacs.services.ingest import IngestRequest, IngestResult
 
 REGION = "us-east-1"
 BUCKET, QUEUE, TABLE, BUS = "skypacs-objects", "skypacs-ingest", "skypacs-catalog", "skypacs-events"
@@ -74,6 +74,8 @@ class Deployment:
     queue_url: str
     plugin_queue_url: str
     results: list[IngestResult]
+    batches: list[int] = field(default_factory=list)
+    """How many objects each ``ingest_many`` call was given."""
 
     def receive(self) -> list[dict[str, Any]]:
         """Every message now in the ingest queue, deleted from it as Lambda's poller does on success."""
@@ -193,17 +195,19 @@ def deployment(
 
         aws.set_archive(None)  # built from the environment on first use, as in a fresh container
         results: list[IngestResult] = []
+        batches: list[int] = []
         archive = aws.archive()
-        ingest = archive.ingest_service.ingest
+        ingest_many = archive.ingest_service.ingest_many
 
-        def recording(key: str, **kwargs: Any) -> IngestResult:
-            result = ingest(key, **kwargs)
-            results.append(result)
-            return result
+        def recording(requests: list[IngestRequest]) -> list[IngestResult | Exception]:
+            batches.append(len(requests))
+            answers = ingest_many(requests)
+            results.extend(r for r in answers if isinstance(r, IngestResult))
+            return answers
 
-        monkeypatch.setattr(archive.ingest_service, "ingest", recording)
+        monkeypatch.setattr(archive.ingest_service, "ingest_many", recording)
         try:
-            yield Deployment(s3, sqs, dynamodb, queue_url, plugin_queue_url, results)
+            yield Deployment(s3, sqs, dynamodb, queue_url, plugin_queue_url, results, batches)
         finally:
             aws.set_archive(None)
 
@@ -223,6 +227,7 @@ def test_notifications_are_ingested_and_bad_objects_quarantined(deployment: Depl
     response = indexer.handler(sqs_event(messages), FakeLambdaContext())
 
     assert response == {"batchItemFailures": []}
+    assert deployment.batches == [5]  # one ingest (one index write) for the whole batch
     catalog = aws.archive().catalog
     for data, parsed in ((CT, CT_P), (MR, MR_P), (UPLOAD, UPLOAD_P)):
         got = catalog.get_instance(parsed.SOPInstanceUID)

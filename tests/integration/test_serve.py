@@ -35,6 +35,9 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:
+        """Start ``skypacs serve`` and return once it says it is serving: after its DIMSE and (when on)
+        HTTP listeners are both open (it opens DIMSE first; C-ECHO alone would race the HTTP one)."""
+        announced = self._announcements()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "skypacs.cli", "serve", "--data-dir", str(self.data_dir),
@@ -45,12 +48,15 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                if echo(self.port):
+                if self._announcements() > announced and echo(self.port):
                     return
             except (ConnectionError, OSError, RuntimeError):
                 pass
             time.sleep(0.1)
         raise AssertionError("server did not start:\n" + self.log.read_text())
+
+    def _announcements(self) -> int:
+        return self.log.read_text().count("SkyPACS serving") if self.log.exists() else 0
 
     def terminate(self, timeout: float = 60) -> int:
         assert self.process is not None

@@ -119,7 +119,7 @@ def test_cost_grows_with_every_load_figure() -> None:
 
 def test_default_estimate_is_stable() -> None:
     """The figure quoted in docs/deploy-aws.md; update both together."""
-    assert cost.total(cost.estimate(cost.Load())) == pytest.approx(708, abs=1)
+    assert cost.total(cost.estimate(cost.Load())) == pytest.approx(711, abs=1)
 
 
 def test_command_line_overrides_and_renders(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from skypacs.adapters.sqlite_index import SqliteQueryIndex
 from skypacs.embedded import EmbeddedArchive
 from skypacs.errors import BackendError
 from skypacs.parsing import parse_bytes
-from skypacs.ports import INSTANCE_STORED, ArchiveEvent
-from skypacs.services.ingest import IngestService
+from skypacs.ports import INSTANCE_STORED, ArchiveEvent, InstanceRecord
+from skypacs.query.model import Level, query_from_qido
+from skypacs.services.ingest import IngestRequest, IngestResult, IngestService
 from tests.conftest import dicom_file
 from tests.dicom_files import clone, new_uid
 
@@ -127,3 +131,87 @@ def test_stored_at_comes_from_the_injected_clock(archive: EmbeddedArchive) -> No
     service.ingest(key)
     record = archive.catalog.get_instance(parse_bytes(dicom_file("CT_small.dcm").read_bytes()).SOPInstanceUID)
     assert record is not None and record.stored_at == "2026-01-02T03:04:05.678901Z"
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+class CountingIndex(SqliteQueryIndex):
+    """The real SQLite index, counting its batch writes and failing them while ``failing`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+        self.failing = False
+
+    def index_instances(self, records: Sequence[InstanceRecord]) -> None:
+        if self.failing:
+            raise BackendError("index unavailable")
+        self.batches.append(len(records))
+        super().index_instances(records)
+
+
+def test_a_batch_is_indexed_in_one_write_with_one_result_per_object_in_order(
+    archive: EmbeddedArchive, events: list[ArchiveEvent]
+) -> None:
+    index = CountingIndex(archive.data_dir / "counted.sqlite")
+    service = IngestService(archive.store, archive.catalog, index, archive.events)
+    series = [clone("CT_small.dcm", SOPInstanceUID=new_uid()) for _ in range(5)]
+    keys = [put(archive, data) for data in series]
+    archive.store.put("incoming/junk.dcm", b"not dicom at all")
+    requests = [IngestRequest(key) for key in keys[:3]]
+    requests += [IngestRequest("incoming/junk.dcm"), IngestRequest("studies/1/series/2/instances/3.dcm")]
+    requests += [IngestRequest(key) for key in keys[3:]]
+    results = service.ingest_many(requests)
+    outcomes = [r.outcome for r in results if isinstance(r, IngestResult)]
+    assert outcomes == ["stored"] * 3 + ["quarantined", "missing"] + ["stored"] * 2
+    assert index.batches == [5]  # the series' documents rebuilt once, not five times
+    (series_answer,) = index.search(query_from_qido(Level.SERIES, [])).items
+    assert series_answer["00201209"]["Value"] == [5]  # NumberOfSeriesRelatedInstances
+    assert archive.catalog.count_instances() == 5 and len(events) == 5
+
+
+def test_the_same_instance_twice_in_a_batch_is_settled_in_order(
+    archive: EmbeddedArchive, events: list[ArchiveEvent]
+) -> None:
+    key = put(archive, dicom_file("CT_small.dcm").read_bytes())
+    first = archive.ingest_service.ingest_many([IngestRequest(key), IngestRequest(key)])
+    assert [r.outcome for r in first if isinstance(r, IngestResult)] == ["stored", "unchanged"]
+    upload = clone("CT_small.dcm", StudyDescription="AMENDED")
+    archive.store.put("incoming/amended.dcm", upload)
+    second = archive.ingest_service.ingest_many([IngestRequest(key), IngestRequest("incoming/amended.dcm")])
+    assert [r.outcome for r in second if isinstance(r, IngestResult)] == ["unchanged", "replaced"]
+    assert len(archive.catalog.list_replacements()) == 1 and len(events) == 2
+
+
+def test_an_index_failure_fails_the_batch_and_the_retry_makes_it_searchable(archive: EmbeddedArchive) -> None:
+    """Indexing comes before the catalog record, so a retry never mistakes a half-done ingest for done."""
+    index = CountingIndex(archive.data_dir / "flaky.sqlite")
+    service = IngestService(archive.store, archive.catalog, index, archive.events)
+    keys = [put(archive, clone("CT_small.dcm", SOPInstanceUID=new_uid())) for _ in range(3)]
+    index.failing = True
+    results = service.ingest_many([IngestRequest(key) for key in keys])
+    assert all(isinstance(r, BackendError) for r in results)
+    assert archive.catalog.count_instances() == 0
+    index.failing = False
+    assert [r.outcome for r in service.ingest_many([IngestRequest(k) for k in keys])] == ["stored"] * 3  # type: ignore[union-attr]
+    assert len(index.search(query_from_qido(Level.IMAGE, [])).items) == 3
+
+
+def test_a_catalog_failure_fails_only_its_own_object(archive: EmbeddedArchive) -> None:
+    refused = clone("CT_small.dcm", SOPInstanceUID=new_uid())
+    refused_uid = parse_bytes(refused).SOPInstanceUID
+
+    class PickyCatalog(type(archive.catalog)):  # type: ignore[misc]
+        def put_instance(self, record, **kwargs):  # type: ignore[no-untyped-def]
+            if record.SOPInstanceUID == refused_uid:
+                raise BackendError("throttled")
+            return super().put_instance(record, **kwargs)
+
+    catalog = PickyCatalog(archive.data_dir / "picky.sqlite")
+    service = IngestService(archive.store, catalog, archive.index, archive.events)
+    keys = [put(archive, dicom_file("CT_small.dcm").read_bytes()), put(archive, refused)]
+    stored, failed = service.ingest_many([IngestRequest(key) for key in keys])
+    assert isinstance(stored, IngestResult) and stored.outcome == "stored"
+    assert isinstance(failed, BackendError)
+    assert catalog.count_instances() == 1
