@@ -98,7 +98,9 @@ class AwsArchive:
     @cached_property
     def catalog(self) -> DynamoDbCatalog:
         return DynamoDbCatalog(
-            self._required(ENV_CATALOG_TABLE), client=self.dynamodb_client or _client("dynamodb")
+            self._required(ENV_CATALOG_TABLE),
+            client=self.dynamodb_client or _client("dynamodb"),
+            overflow=self.store,  # oversized instance metadata, under catalog/metadata/
         )
 
     @cached_property

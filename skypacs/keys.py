@@ -11,6 +11,9 @@ QUARANTINE_PREFIX = "quarantine/"
 INCOMING_PREFIX = "incoming/"
 """Objects not yet filed under their canonical key: uploads, and rejected C-STOREs awaiting quarantine."""
 INSTANCE_SUFFIX = ".dcm"
+CATALOG_METADATA_PREFIX = "catalog/metadata/"
+"""Instance metadata too large for a catalog item (DynamoDB's 400 KB), kept beside the objects. Not under
+``studies/`` or ``incoming/``: writing here must not notify the indexer."""
 
 
 def instance_key(study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> str:
@@ -44,3 +47,9 @@ def quarantine_key(original_key: str, quarantine_id: str) -> str:
 
 def incoming_key(name: str) -> str:
     return f"{INCOMING_PREFIX}{name}{INSTANCE_SUFFIX}"
+
+
+def catalog_metadata_key(sop_instance_uid: str, digest: str) -> str:
+    """Where oversized catalog metadata of one instance version lives: named by its content, so that a
+    new version never overwrites what the current catalog item still points to."""
+    return f"{CATALOG_METADATA_PREFIX}{sop_instance_uid}/{digest}.json.gz"

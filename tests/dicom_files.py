@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,28 @@ def clone(name: str, **changes: str) -> bytes:
 
 def new_uid() -> str:
     return str(generate_uid())
+
+
+def large_rtstruct(contours: int = 2_500, points: int = 24, seed: int = 7) -> bytes:
+    """pydicom's real RT Structure Set grown to ``contours`` contours of ``points`` points each, as a
+    treatment-planning system writes a whole-body structure set: ~1.6 MB of DICOM JSON (~500 KB gzip) that
+    no DynamoDB item holds, with every value small enough to stay inline (none is bulk data)."""
+    rng = random.Random(seed)
+    ds = pydicom.dcmread(dicom_file("rtstruct.dcm"), force=True)
+    template = ds.ROIContourSequence[0].ContourSequence[0]
+    grown = []
+    for index in range(contours):
+        item = copy.deepcopy(template)
+        item.NumberOfContourPoints = points
+        item.ContourData = [round(rng.uniform(-250.0, 250.0), 2) for _ in range(points * 3)]
+        item.ContourNumber = index + 1
+        grown.append(item)
+    ds.ROIContourSequence[0].ContourSequence = grown
+    ds.SOPInstanceUID = new_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def scu(calling: str = "TESTSCU") -> AE:

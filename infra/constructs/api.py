@@ -58,7 +58,7 @@ from skypacs.config import (
     ENV_URL_SIGNING_SECRET_ARN,
 )
 from skypacs.dicomweb.oidc import DEFAULT_READ_SCOPE, DEFAULT_WRITE_SCOPE
-from skypacs.keys import INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
+from skypacs.keys import CATALOG_METADATA_PREFIX, INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
 
 API_HANDLER = "functions.dicomweb.app.app"
 AUTHORIZER_HANDLER = "functions.authorizer.handler.handler"
@@ -243,15 +243,17 @@ class DicomWebApi(Construct):
         - search the index (QIDO-RS) and delete from it (DELETE); publish InstanceDeleted.
         """
         fn = self.function
+        # Oversized catalog metadata (DynamoDbCatalog) is read beside the objects and deleted with them.
+        metadata = bucket.arn_for_objects(f"{CATALOG_METADATA_PREFIX}*")
         fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{STUDIES_PREFIX}*")]))
+            actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{STUDIES_PREFIX}*"), metadata]))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"],
             resources=[bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, INCOMING_PREFIX)]))
         fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects(f"{STUDIES_PREFIX}*")]))
+            actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects(f"{STUDIES_PREFIX}*"), metadata]))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[bucket_key.key_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
@@ -272,7 +274,7 @@ class DicomWebApi(Construct):
         if signing_secret is not None:
             signing_secret.grant_read(fn)
         self._bucket_resources = [bucket.arn_for_objects(f"{p}*")
-                                  for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, INCOMING_PREFIX)]
+                                  for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, INCOMING_PREFIX, CATALOG_METADATA_PREFIX)]
 
     # --- the REST API ---------------------------------------------------------------------------------
 

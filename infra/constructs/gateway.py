@@ -57,7 +57,7 @@ from skypacs.config import (
     ENV_OPENSEARCH_PREFIX,
     parse_address,
 )
-from skypacs.keys import INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
+from skypacs.keys import CATALOG_METADATA_PREFIX, INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
 
 #: The build context of the image: the repository root (``gateway/Dockerfile`` copies ``pyproject.toml``
 #: and ``skypacs/``).
@@ -622,11 +622,14 @@ class Gateway(Construct):
                     bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*"),
                 ],
             ),
-            # C-MOVE and C-GET send stored objects.
+            # C-MOVE and C-GET send stored objects (and read oversized catalog metadata).
             iam.PolicyStatement(
                 sid="RetrieveObjects",
                 actions=["s3:GetObject"],
-                resources=[bucket.arn_for_objects(f"{STUDIES_PREFIX}*")],
+                resources=[
+                    bucket.arn_for_objects(f"{STUDIES_PREFIX}*"),
+                    bucket.arn_for_objects(f"{CATALOG_METADATA_PREFIX}*"),
+                ],
             ),
             # SSE-KMS: a data key to write (Bucket Keys make this rare), Decrypt to read back.
             iam.PolicyStatement(
@@ -650,6 +653,7 @@ class Gateway(Construct):
                 bucket.arn_for_objects(f"{STUDIES_PREFIX}*"),
                 bucket.arn_for_objects(f"{INCOMING_PREFIX}*"),
                 bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*"),
+                bucket.arn_for_objects(f"{CATALOG_METADATA_PREFIX}*"),
                 f"{table.table_arn}/index/*",
             ],
         )

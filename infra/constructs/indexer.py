@@ -51,7 +51,7 @@ from skypacs.config import (
     ENV_OPENSEARCH_ENDPOINT,
     ENV_OPENSEARCH_PREFIX,
 )
-from skypacs.keys import INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
+from skypacs.keys import CATALOG_METADATA_PREFIX, INCOMING_PREFIX, QUARANTINE_PREFIX, STUDIES_PREFIX
 
 INDEXER_HANDLER = "functions.indexer.handler.handler"
 FUNCTION_TIMEOUT = Duration.seconds(60)
@@ -209,13 +209,17 @@ class Indexer(Construct):
             iam.PolicyStatement(
                 # Multipart copies (objects over 5 GB) also abort their own failed uploads.
                 actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, QUARANTINE_PREFIX)],
+                resources=[
+                    bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, CATALOG_METADATA_PREFIX)
+                ],
             )
         )
         role.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:DeleteObject"],
-                resources=[bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, INCOMING_PREFIX)],
+                resources=[
+                    bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, INCOMING_PREFIX, CATALOG_METADATA_PREFIX)
+                ],
             )
         )
         # SSE-KMS: reading decrypts; writing (and copying) generates a data key under the bucket key.
@@ -224,7 +228,10 @@ class Indexer(Construct):
         )
         return [
             bucket.arn_for_objects("*"),
-            *(bucket.arn_for_objects(f"{p}*") for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, INCOMING_PREFIX)),
+            *(
+                bucket.arn_for_objects(f"{p}*")
+                for p in (STUDIES_PREFIX, QUARANTINE_PREFIX, INCOMING_PREFIX, CATALOG_METADATA_PREFIX)
+            ),
         ]
 
     def _grant_catalog(self, table: dynamodb.ITable) -> None:

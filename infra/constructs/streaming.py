@@ -49,7 +49,7 @@ from infra.constructs.gateway import (
 )
 from skypacs.config import DEFAULT_HTTP_PORT, ENV_BUCKET, ENV_CATALOG_TABLE, ENV_URL_SIGNING_KEY
 from skypacs.dicomweb.server import DEFAULT_PREFIX
-from skypacs.keys import STUDIES_PREFIX
+from skypacs.keys import CATALOG_METADATA_PREFIX, STUDIES_PREFIX
 
 #: The service's port (``skypacs dicomweb --port``, default 8080).
 HTTP_PORT = DEFAULT_HTTP_PORT
@@ -354,13 +354,14 @@ class StreamingService(Construct):
             description="SkyPACS DICOMweb streaming tasks",
         )
         objects = bucket.arn_for_objects(f"{STUDIES_PREFIX}*")
+        metadata = bucket.arn_for_objects(f"{CATALOG_METADATA_PREFIX}*")  # oversized catalog metadata
         indexes = f"{table.table_arn}/index/*"
         policy = iam.ManagedPolicy(
             self,
             "TaskPolicy",
             roles=[role],
             statements=[
-                iam.PolicyStatement(sid="ReadObjects", actions=["s3:GetObject"], resources=[objects]),
+                iam.PolicyStatement(sid="ReadObjects", actions=["s3:GetObject"], resources=[objects, metadata]),
                 iam.PolicyStatement(sid="BucketKey", actions=["kms:Decrypt"], resources=[bucket_key.key_arn]),
                 iam.PolicyStatement(
                     sid="ReadCatalog",
@@ -369,5 +370,5 @@ class StreamingService(Construct):
                 ),
             ],
         )
-        acknowledge_prefix_wildcards(policy, [objects, indexes])
+        acknowledge_prefix_wildcards(policy, [objects, metadata, indexes])
         return role, policy

@@ -19,9 +19,14 @@ of a patient can find out that the patient record is no longer referred to.
 
 Instance items carry the record's fields as attributes (``size`` a Number, the rest Strings) and the
 metadata (DICOM JSON) gzip-compressed in the Binary attribute ``metadata``; level items carry their
-metadata the same way. An item is limited to 400 KB: compressed metadata above
-:data:`MAX_METADATA_BYTES` is refused with a :class:`BackendError` (a documented limit; in practice only
-headers with very many small values, like large RT Structure Sets, come near it).
+metadata the same way. An item is limited to 400 KB: compressed instance metadata above
+:data:`MAX_METADATA_BYTES` (headers with very many small values: large RT Structure Sets, enhanced
+multi-frame objects with thousands of per-frame functional groups) is written to the ``overflow`` object
+store under ``catalog/metadata/{SOPInstanceUID}/{sha256}.json.gz`` before the transaction, and the item
+holds its key in ``metadata_key`` instead. The object is named by its content, so a failed or concurrent
+write never changes what a committed item points to; it is deleted with the instance, or when a new
+version replaces it. Without an overflow store such metadata is refused with a :class:`BackendError`.
+Level metadata (a handful of attributes) always fits.
 
 Finding an instance by SOP Instance UID uses the sparse global secondary index ``by-sop-instance``
 (partition key ``SOPInstanceUID``, which only instance items carry; keys only), then a strongly
@@ -43,6 +48,7 @@ races with a delete keeps the levels it needs.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import time
@@ -55,8 +61,9 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from skypacs.errors import BackendError
-from skypacs.ports import DicomJson, InstanceRecord, QuarantineRecord, ReplacementRecord
+from skypacs.errors import BackendError, NotFound
+from skypacs.keys import catalog_metadata_key
+from skypacs.ports import DicomJson, InstanceRecord, ObjectStore, QuarantineRecord, ReplacementRecord
 
 if TYPE_CHECKING:
     DynamoDBClient = Any
@@ -131,7 +138,9 @@ class DynamoDbCatalog:
         *,
         client: DynamoDBClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        overflow: ObjectStore | None = None,
     ) -> None:
+        """``overflow`` keeps instance metadata too large for an item (the archive's bucket on AWS)."""
         if client is None:
             import boto3
 
@@ -139,6 +148,7 @@ class DynamoDbCatalog:
         self.table_name = table_name
         self.client = client
         self._sleep = sleep
+        self.overflow = overflow
 
     # -- instances -----------------------------------------------------------------------------
 
@@ -146,7 +156,7 @@ class DynamoDbCatalog:
         records = [r for r in map(self._get_item, self._locations(sop_instance_uid)) if r is not None]
         if not records:
             return None
-        return _instance(max(records, key=lambda item: _plain(item["stored_at"])))
+        return self._instance(max(records, key=lambda item: _plain(item["stored_at"])))
 
     def put_instance(
         self, record: InstanceRecord, *, series: DicomJson, study: DicomJson, patient: DicomJson
@@ -155,14 +165,15 @@ class DynamoDbCatalog:
             _study_pk(record.StudyInstanceUID),
             _instance_sk(record.SeriesInstanceUID, record.SOPInstanceUID),
         )
-        stale = [loc for loc in self._locations(record.SOPInstanceUID) if loc != (pk, sk)]
+        locations = self._locations(record.SOPInstanceUID)
+        stale = [loc for loc in locations if loc != (pk, sk)]
         stale_items = [item for item in map(self._get_item, stale) if item is not None]
         gen = uuid.uuid4().hex
         instance = {
             "pk": pk,
             "sk": sk,
             **{name: getattr(record, name) for name in _INSTANCE_FIELDS},
-            "metadata": _compress(record.metadata, f"metadata of SOP Instance {record.SOPInstanceUID}"),
+            **self._instance_metadata(record),
         }
         level = f"of SOP Instance {record.SOPInstanceUID}"
         writes: list[dict[str, Any]] = [
@@ -200,11 +211,14 @@ class DynamoDbCatalog:
             {"Delete": {"TableName": self.table_name, "Key": _key(item["pk"], item["sk"])}}
             for item in stale_items
         ]
+        # A new version in the same place: remember what its item pointed to (read only on re-stores).
+        replaced = [self._get_item((pk, sk), ("metadata_key",))] if self.overflow and (pk, sk) in locations else []
         self._transact(writes, f"cannot catalog SOP Instance {record.SOPInstanceUID}")
         for item in stale_items:
             self._prune(
                 _plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"])
             )
+        self._drop_overflow([*replaced, *stale_items], keep=instance.get("metadata_key"))
 
     def delete_instance(self, sop_instance_uid: str) -> None:
         for location in self._locations(sop_instance_uid):
@@ -220,6 +234,7 @@ class DynamoDbCatalog:
             self._prune(
                 _plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"])
             )
+            self._drop_overflow([item])
 
     def list_instances(
         self, study_instance_uid: str, series_instance_uid: str | None = None, *, with_metadata: bool = True
@@ -228,7 +243,7 @@ class DynamoDbCatalog:
         projection = () if with_metadata else _INSTANCE_FIELDS
         for item in self._query(_study_pk(study_instance_uid), prefix, projection=projection):
             if "SOPInstanceUID" in item:  # series items share the prefix
-                yield _instance(item) if with_metadata else InstanceRecord(**_fields(item, _INSTANCE_FIELDS))
+                yield self._instance(item) if with_metadata else InstanceRecord(**_fields(item, _INSTANCE_FIELDS))
 
     # -- levels --------------------------------------------------------------------------------
 
@@ -267,6 +282,46 @@ class DynamoDbCatalog:
         return [ReplacementRecord(**_fields(item, _REPLACEMENT_FIELDS)) for item in self._query(_REPLACED_PK)]
 
     # -- primitives ----------------------------------------------------------------------------
+
+    # -- oversized instance metadata -------------------------------------------------------------
+
+    def _instance_metadata(self, record: InstanceRecord) -> dict[str, Any]:
+        """The item attribute holding the metadata: inline, or the key of the overflow object."""
+        data = _gzip(record.metadata)
+        if len(data) <= MAX_METADATA_BYTES:
+            return {"metadata": data}
+        if self.overflow is None:
+            raise BackendError(
+                f"metadata of SOP Instance {record.SOPInstanceUID} too large for the catalog: {len(data)} bytes "
+                f"compressed, the limit is {MAX_METADATA_BYTES} (DynamoDB items are at most 400 KB) and no "
+                "overflow store is configured"
+            )
+        key = catalog_metadata_key(record.SOPInstanceUID, hashlib.sha256(data).hexdigest())
+        self.overflow.put(key, data)
+        return {"metadata_key": key}
+
+    def _instance(self, item: Mapping[str, Any]) -> InstanceRecord:
+        if "metadata" in item:
+            metadata = _decompress(item["metadata"])
+        else:
+            key = _plain(item["metadata_key"])
+            if self.overflow is None:
+                raise BackendError(f"catalog metadata is kept in {key} and no overflow store is configured")
+            try:
+                with self.overflow.open(key) as stream:
+                    metadata = _decompress(stream.read())
+            except NotFound as exc:
+                raise BackendError(f"catalog metadata object {key} is missing") from exc
+        return InstanceRecord(**_fields(item, _INSTANCE_FIELDS), metadata=metadata)
+
+    def _drop_overflow(self, items: list[dict[str, Any] | None], keep: str | None = None) -> None:
+        """Delete the overflow objects that ``items`` (no longer in the table) pointed to, but ``keep``."""
+        if self.overflow is None:
+            return
+        for item in items:
+            key = _plain(item["metadata_key"]) if item is not None and "metadata_key" in item else None
+            if key is not None and key != keep:
+                self.overflow.delete(key)
 
     def _put(self, item: dict[str, Any]) -> dict[str, Any]:
         return {"Put": {"TableName": self.table_name, "Item": _serialize(item)}}
@@ -434,12 +489,12 @@ def _fields(item: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: _plain(item[name]) for name in names}
 
 
-def _instance(item: Mapping[str, Any]) -> InstanceRecord:
-    return InstanceRecord(**_fields(item, _INSTANCE_FIELDS), metadata=_decompress(item["metadata"]))
+def _gzip(metadata: DicomJson) -> bytes:
+    return gzip.compress(json.dumps(metadata, separators=(",", ":")).encode(), compresslevel=6, mtime=0)
 
 
 def _compress(metadata: DicomJson, what: str) -> bytes:
-    data = gzip.compress(json.dumps(metadata, separators=(",", ":")).encode(), compresslevel=6, mtime=0)
+    data = _gzip(metadata)
     if len(data) > MAX_METADATA_BYTES:
         raise BackendError(
             f"{what} too large for the catalog: {len(data)} bytes compressed, "

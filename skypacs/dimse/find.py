@@ -97,7 +97,7 @@ def answer_find(
         return
     try:
         identifier = event.identifier
-    except Exception:
+    except Exception:  # noqa: BLE001 - any decoding failure is the same answer to the SCU
         logger.warning("C-FIND from %s: cannot decode the Identifier", calling)
         yield status_dataset(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "cannot decode the Identifier"), None
         return
@@ -147,7 +147,7 @@ def response_identifier(document: DicomJson, request: Dataset, level: Level, ae_
 
 def _requested(document: DicomJson, request: Dataset, *, top_level: bool = False) -> DicomJson:
     selected: DicomJson = {}
-    for tag in request.keys():
+    for tag in request.keys():  # noqa: SIM118 - iterating a Dataset yields elements, not tags
         if tag.element == 0:
             continue
         key = f"{int(tag):08X}"

@@ -88,7 +88,7 @@ def _store(event: events.Event, service: StoreService, request: C_STORE, what: d
     calling = event.assoc.requestor.ae_title
     try:
         data = part10_bytes(event, calling)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the SCU sent that cannot be read gets 0xC210
         logger.warning("C-STORE from %s: cannot read the received dataset: %s", calling, exc)
         return status_dataset(Status.CANNOT_DECODE, "cannot read the received dataset")
     try:

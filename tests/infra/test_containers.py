@@ -453,7 +453,7 @@ def test_task_policies_have_no_wildcard_actions_or_resources(
             assert "*" not in action, action
             assert resource != "*"
             if action.startswith("s3:"):
-                assert re.search(r"/(studies|incoming|quarantine)/\*$", resource), resource
+                assert re.search(r"/(studies|incoming|quarantine|catalog/metadata)/\*$", resource), resource
 
 
 def test_gateway_task_policy_exact(tls_template: Template) -> None:
@@ -464,6 +464,7 @@ def test_gateway_task_policy_exact(tls_template: Template) -> None:
         ("s3:PutObject", f"{IMPORTED_BUCKET}/incoming/*"),
         ("s3:PutObject", f"{IMPORTED_BUCKET}/quarantine/*"),
         ("s3:GetObject", f"{IMPORTED_BUCKET}/studies/*"),
+        ("s3:GetObject", f"{IMPORTED_BUCKET}/catalog/metadata/*"),  # oversized catalog metadata
         ("kms:GenerateDataKey", IMPORTED_KEY),
         ("kms:Decrypt", IMPORTED_KEY),
         *{
@@ -479,6 +480,7 @@ def test_streaming_task_policy_read_only(tls_template: Template) -> None:
     table = IMPORTED_TABLE
     assert grants == {
         ("s3:GetObject", f"{IMPORTED_BUCKET}/studies/*"),
+        ("s3:GetObject", f"{IMPORTED_BUCKET}/catalog/metadata/*"),
         ("kms:Decrypt", IMPORTED_KEY),
         *{
             (action, resource)

@@ -27,9 +27,11 @@ from skypacs import aws
 from skypacs.adapters.dynamodb_catalog import DynamoDbCatalog, create_catalog_table
 from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS
 from skypacs.errors import BackendError
+from skypacs.keys import CATALOG_METADATA_PREFIX
 from skypacs.parsing import parse_bytes
 from skypacs.ports import InstanceRecord
 from skypacs.services.ingest import IngestRequest, IngestResult
+from tests.dicom_files import large_rtstruct
 
 REGION = "us-east-1"
 BUCKET, QUEUE, TABLE, BUS = "skypacs-objects", "skypacs-ingest", "skypacs-catalog", "skypacs-events"
@@ -396,3 +398,32 @@ def test_object_removed_and_other_prefixes_are_skipped() -> None:
     }
     assert indexer.created_objects(body) == [indexer.CreatedObject(BUCKET, "quarantine/q/x y.dcm", 3, "e")]
     assert not indexer.created_objects(body)[0].key.startswith(indexer.INGESTED_PREFIXES)
+
+
+def test_a_structure_set_too_large_for_a_catalog_item_is_ingested_and_deleted(deployment: Deployment) -> None:
+    """A whole-body RT Structure Set's header (~500 KB compressed) does not fit a DynamoDB item: its
+    metadata goes beside the objects under catalog/metadata/, which does not notify ingest."""
+    data = large_rtstruct()
+    parsed = parse_bytes(data)
+    deployment.receive()
+    deployment.put("incoming/plan-structures.dcm", data)
+    assert indexer.handler(sqs_event(deployment.receive()), FakeLambdaContext()) == {"batchItemFailures": []}
+    assert [r.outcome for r in deployment.results] == ["stored"]
+
+    archive = aws.archive()
+    record = archive.catalog.get_instance(parsed.SOPInstanceUID)
+    assert record is not None and record.metadata == parsed.metadata
+    (listed,) = archive.catalog.list_instances(parsed.StudyInstanceUID)
+    assert listed.metadata == parsed.metadata
+    keys = {o["Key"] for o in deployment.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    (overflow,) = [key for key in keys if key.startswith(CATALOG_METADATA_PREFIX)]
+    # The copy to the canonical key comes back as unchanged; the metadata object is not DICOM to ingest.
+    deployment.results.clear()
+    assert indexer.handler(sqs_event(deployment.receive()), FakeLambdaContext()) == {"batchItemFailures": []}
+    assert [r.outcome for r in deployment.results] == ["unchanged"]
+    assert archive.catalog.list_quarantine() == []
+
+    archive.delete_service.delete_study(parsed.StudyInstanceUID)
+    keys = {o["Key"] for o in deployment.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert overflow not in keys and parsed.key not in keys
+    assert archive.catalog.get_instance(parsed.SOPInstanceUID) is None
