@@ -75,6 +75,17 @@ class BackendError(SkyPacsError):
     """A storage backend failed (disk full, S3/DynamoDB error); the request may be retried."""
 
 
+class DocumentsRejected(BackendError):
+    """The query index refused some documents of a batch for what they hold (a mapping limit, a value
+    it cannot parse) and took the others. Retrying those documents fails the same way until the index
+    or the object changes, so the rest of the batch must not fail with them."""
+
+    def __init__(self, message: str, rejected: dict[str, str]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+        """SOP Instance UID -> why (an error type, never a value: values can be patient data)."""
+
+
 class CannotTranscode(SkyPacsError):
     """A stored object cannot be given in the requested transfer syntax (no decoder or encoder for it).
 

@@ -80,7 +80,7 @@ from typing import Any
 
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
-from skypacs.errors import BackendError, InvalidQuery
+from skypacs.errors import BackendError, DocumentsRejected, InvalidQuery
 from skypacs.ports import DicomJson, InstanceRecord
 from skypacs.query.attributes import INSTANCE_AVAILABILITY
 from skypacs.query.matcher import (
@@ -681,6 +681,20 @@ def bulk_chunks(operations: list[list[dict[str, Any]]], size: int = BULK_CHUNK) 
         yield [line for operation in operations[start : start + size] for line in operation]
 
 
+def rejected_documents(response: dict[str, Any]) -> dict[str, str]:
+    """Document id -> error type of the items of a ``_bulk`` response refused for what they hold (4xx
+    other than 429): retrying them cannot help. Other failures (429, 5xx) are transient."""
+    rejected: dict[str, str] = {}
+    if not response.get("errors"):
+        return rejected
+    for item in response["items"]:
+        ((_, result),) = item.items()
+        status = int(result.get("status", 500))
+        if 400 <= status < 500 and status != 429:
+            rejected[str(result.get("_id"))] = str((result.get("error") or {}).get("type"))
+    return rejected
+
+
 def bulk_failures(response: dict[str, Any], *, versioned: bool = False) -> list[tuple[str, str, int, str]]:
     """(operation, index, status, error type) of each failed item of a ``_bulk`` response. For level
     documents (``versioned``) a refused older version (409) is expected: a newer refresh already wrote;
@@ -765,8 +779,16 @@ class OpenSearchQueryIndex:
             source = instance_source(record.metadata, first_seq + n)
             affected[GroupKeys.from_source(source)] = None
             operations.append([{"index": {"_index": self.indices[Level.IMAGE], "_id": id_}}, source])
-        self._bulk(operations, "index instances")
+        rejected = self._bulk(operations, "index instances", tolerate_rejected=True)
         self._refresh_levels(list(affected))
+        if rejected:
+            by_id = {id_: record.SOPInstanceUID for id_, record in zip(ids, records, strict=True)}
+            reasons = {by_id.get(id_, id_): kind for id_, kind in rejected.items()}
+            raise DocumentsRejected(
+                f"OpenSearch refused {len(reasons)} of {len(records)} instance document(s): "
+                f"{', '.join(sorted(set(reasons.values())))}",
+                reasons,
+            )
 
     def remove_instance(self, sop_instance_uid: str) -> None:
         id_ = doc_id(sop_instance_uid)
@@ -885,17 +907,31 @@ class OpenSearchQueryIndex:
                 responses.append(response)
         return responses
 
-    def _bulk(self, operations: list[list[dict[str, Any]]], what: str, *, versioned: bool = False) -> None:
+    def _bulk(
+        self,
+        operations: list[list[dict[str, Any]]],
+        what: str,
+        *,
+        versioned: bool = False,
+        tolerate_rejected: bool = False,
+    ) -> dict[str, str]:
+        """Send ``operations``; raise for failed items, except (``tolerate_rejected``) documents refused
+        for their content, which are returned (id -> error type) so that the rest of a batch stands."""
+        rejected: dict[str, str] = {}
         for body in bulk_chunks(operations):
             with _backend(what):
                 response = self.client.bulk(body=body, refresh=self.refresh)
             failures = bulk_failures(response, versioned=versioned)
+            if tolerate_rejected:
+                rejected |= rejected_documents(response)
+                failures = [f for f in failures if not (400 <= f[2] < 500 and f[2] != 429)]
             if failures:
                 operation, index, status, kind = failures[0]
                 raise BackendError(
                     f"OpenSearch refused {len(failures)} operation(s) of {what}, e.g. {operation} in {index}: "
                     f"{status} {kind}"
                 )
+        return rejected
 
     # -------------------------------------------------------------------------------- query side
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from skypacs.clock import Clock, isoformat, utc_now
-from skypacs.errors import InvalidObject, NotFound
+from skypacs.errors import DocumentsRejected, InvalidObject, NotFound
 from skypacs.levels import PATIENT_TAGS, SERIES_TAGS, STUDY_TAGS
 from skypacs.model import subset
 from skypacs.parsing import ParsedInstance, parse_stored_object
@@ -113,7 +113,8 @@ class IngestService:
         (indexing is idempotent), so an instance can never stay catalogued but unsearchable. A failure
         fails only what it touched: the batch's index write fails every instance in it, a catalog
         write only its own. Two requests for one SOP Instance UID are settled one after the other, so
-        the second is seen as unchanged or as a replacement, as it would be in two batches.
+        the second is seen as unchanged or as a replacement, as it would be in two batches. When the
+        index refuses some documents for what they hold (:class:`DocumentsRejected`), only those fail.
         """
         results: dict[int, IngestResult | Exception] = {}
         rounds: list[list[tuple[int, ParsedInstance, ObjectInfo]]] = []
@@ -184,6 +185,15 @@ class IngestService:
         if self.index is not None and staged:
             try:
                 self.index.index_instances([item.record for item in staged])
+            except DocumentsRejected as exc:  # the others were indexed: only these fail
+                refused = exc.rejected
+                for item in staged:
+                    uid = item.parsed.SOPInstanceUID
+                    if uid in refused:
+                        results[item.position] = DocumentsRejected(
+                            f"the query index refused SOP Instance {uid}: {refused[uid]}", {uid: refused[uid]}
+                        )
+                staged = [item for item in staged if item.parsed.SOPInstanceUID not in refused]
             except Exception as exc:  # noqa: BLE001 - the batch's new instances fail; the caller retries them
                 return results | {item.position: exc for item in staged}
         for item in staged:

@@ -19,7 +19,7 @@ from tests.dicom_files import SAMPLES, identity
 
 def skypacs(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "skypacs.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "skypacs.cli", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

@@ -50,7 +50,7 @@ from skypacs.adapters.opensearch_index import (
     sort_dsl,
     study_group_body,
 )
-from skypacs.errors import BackendError
+from skypacs.errors import BackendError, DocumentsRejected
 from skypacs.ports import InstanceRecord
 from skypacs.query.model import AttributeMatch, Level, Query, attribute_match, query_from_qido
 
@@ -659,6 +659,50 @@ def _group_response(total: int, dicom: dict[str, Any], aggs: dict[str, Any]) -> 
     }
 
 
+def _indexing_client(instance_bulk: dict[str, Any]) -> StubClient:
+    rec = _record("1.2.3.2")
+    counter = iter([2, 3])
+    return StubClient(
+        existing={"x-instances", "x-series", "x-studies", "x-patients", "x-sequence"},
+        mget={"docs": []},
+        update=lambda **kw: {"get": {"_source": {"value": next(counter)}}},
+        bulk=[instance_bulk, {"errors": False, "items": []}],
+        msearch={"responses": [_group_response(1, rec.metadata, {}), _group_response(1, rec.metadata, {
+            "series": {"buckets": [{"key": {"key": "1.2/1.2.3"}, "doc_count": 1,
+                                    "last": {"hits": {"hits": [{"_source": {"aux": {"modality": "CT"}}}]}}}]},
+            "sop_classes": {"buckets": [{"key": {"key": "1.2.840.10008.5.1.4.1.1.2"}, "doc_count": 1}]},
+        }), _group_response(1, rec.metadata, {
+            "studies": {"buckets": [{"key": {"key": "1.2"}, "doc_count": 1}]},
+            "series": {"buckets": [{"key": {"key": "1.2/1.2.3"}, "doc_count": 1}]},
+        })]},
+    )
+
+
+def test_a_document_refused_for_its_content_fails_alone_and_the_levels_are_still_rebuilt() -> None:
+    client = _indexing_client({"errors": True, "items": [
+        {"index": {"_index": "x-instances", "_id": "1.2.3.1", "status": 400,
+                   "error": {"type": "illegal_argument_exception", "reason": "Limit of nested objects"}}},
+        {"index": {"_index": "x-instances", "_id": "1.2.3.2", "status": 201}},
+    ]})
+    with pytest.raises(DocumentsRejected) as refused:
+        OpenSearchQueryIndex(client, prefix="x").index_instances([_record("1.2.3.1"), _record("1.2.3.2")])
+    assert refused.value.rejected == {"1.2.3.1": "illegal_argument_exception"}
+    assert "nested" not in str(refused.value)  # reasons can quote values: only the error type is kept
+    assert client.methods() == ["mget", "update", "bulk", "update", "msearch", "bulk"]  # the series still counts
+
+
+def test_a_throttled_document_fails_the_whole_batch_for_a_retry() -> None:
+    client = _indexing_client({"errors": True, "items": [
+        {"index": {"_index": "x-instances", "_id": "1.2.3.1", "status": 429,
+                   "error": {"type": "es_rejected_execution_exception"}}},
+        {"index": {"_index": "x-instances", "_id": "1.2.3.2", "status": 201}},
+    ]})
+    with pytest.raises(BackendError) as failed:
+        OpenSearchQueryIndex(client, prefix="x").index_instances([_record("1.2.3.1"), _record("1.2.3.2")])
+    assert not isinstance(failed.value, DocumentsRejected)
+    assert client.methods() == ["mget", "update", "bulk"]
+
+
 def test_indexing_writes_instances_then_versioned_level_documents() -> None:
     counter = iter([2, 3])
     rec1, rec2 = _record("1.2.3.1"), _record("1.2.3.2")
@@ -780,12 +824,15 @@ def test_client_errors_become_backend_errors_without_values() -> None:
         existing=existing,
         mget={"docs": [{"_id": "1", "found": False}]},
         update={"get": {"_source": {"value": 1}}},
-        bulk={"errors": True, "items": [{"index": {"_index": "x-instances", "status": 400,
-                                                     "error": {"type": "mapper_parsing_exception", "reason": "Doe"}}}]},
+        bulk=[{"errors": True, "items": [{"index": {"_index": "x-instances", "_id": "1", "status": 400,
+                                                      "error": {"type": "mapper_parsing_exception", "reason": "Doe"}}}]},
+              {"errors": False, "items": []}],
+        msearch={"responses": [_group_response(0, {}, {})] * 3},
     )
-    with pytest.raises(BackendError) as raised:
+    with pytest.raises(DocumentsRejected) as refused:
         OpenSearchQueryIndex(refusing, prefix="x").index_instance(_record("1"))
-    assert "mapper_parsing_exception" in str(raised.value) and "Doe" not in str(raised.value)
+    assert "mapper_parsing_exception" in str(refused.value) and "Doe" not in str(refused.value)
+    assert refused.value.rejected == {"1": "mapper_parsing_exception"}
 
 
 def test_the_client_signs_requests_with_sigv4_on_aws() -> None:

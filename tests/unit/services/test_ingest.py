@@ -10,7 +10,7 @@ import pytest
 
 from skypacs.adapters.sqlite_index import SqliteQueryIndex
 from skypacs.embedded import EmbeddedArchive
-from skypacs.errors import BackendError
+from skypacs.errors import BackendError, DocumentsRejected
 from skypacs.parsing import parse_bytes
 from skypacs.ports import INSTANCE_STORED, ArchiveEvent, InstanceRecord
 from skypacs.query.model import Level, query_from_qido
@@ -215,3 +215,21 @@ def test_a_catalog_failure_fails_only_its_own_object(archive: EmbeddedArchive) -
     assert isinstance(stored, IngestResult) and stored.outcome == "stored"
     assert isinstance(failed, BackendError)
     assert catalog.count_instances() == 1
+
+
+def test_a_document_the_index_refuses_fails_alone(archive: EmbeddedArchive) -> None:
+    """The index took the rest of the batch: they are catalogued; the refused one is retried later."""
+    keys = [put(archive, clone("CT_small.dcm", SOPInstanceUID=new_uid())) for _ in range(3)]
+    refused_uid = parse_bytes(archive.store.open(keys[1]).read()).SOPInstanceUID
+
+    class Refusing(SqliteQueryIndex):
+        def index_instances(self, records: Sequence[InstanceRecord]) -> None:
+            super().index_instances([r for r in records if r.SOPInstanceUID != refused_uid])
+            if any(r.SOPInstanceUID == refused_uid for r in records):
+                raise DocumentsRejected("refused 1 of 3", {refused_uid: "illegal_argument_exception"})
+
+    service = IngestService(archive.store, archive.catalog, Refusing(archive.data_dir / "r.sqlite"), archive.events)
+    first, refused, third = service.ingest_many([IngestRequest(key) for key in keys])
+    assert isinstance(first, IngestResult) and isinstance(third, IngestResult)
+    assert isinstance(refused, DocumentsRejected) and refused.rejected == {refused_uid: "illegal_argument_exception"}
+    assert archive.catalog.count_instances() == 2 and archive.catalog.get_instance(refused_uid) is None
