@@ -59,7 +59,8 @@ class SkyPacsStack(Stack):
             instance_type=settings.text("searchInstanceType", "r6g.large.search") or "r6g.large.search",
             data_nodes=settings.integer("searchDataNodes", 2, minimum=1),
             volume_size_gib=settings.integer("searchVolumeGiB", 100, minimum=10),
-            dedicated_master_nodes=settings.integer("searchMasterNodes", 0))
+            dedicated_master_nodes=settings.integer("searchMasterNodes", 0),
+            instance_shards=settings.integer("searchShards", 0) or None)
         self.plugins = Plugins(self, "Plugins", vpc=vpc, log_key=log_key,
                                plugins=plugin_specs_from_context(settings.raw("plugins")))
         self.indexer = Indexer(
@@ -68,8 +69,11 @@ class SkyPacsStack(Stack):
             reserved_concurrency=settings.integer("indexerReservedConcurrency", 50, minimum=2))
 
         cluster = make_cluster(self, "Cluster", vpc)
+        streaming_count = settings.integer("streamingDesiredCount", 1, minimum=1)
         self.streaming = StreamingService(
             self, "Streaming", vpc=vpc, cluster=cluster, bucket=bucket, bucket_key=bucket_key, table=table,
+            desired_count=streaming_count,
+            max_count=settings.integer("streamingMaxCount", streaming_count, minimum=streaming_count),
             domain_name=settings.text("streamingDomainName"),
             certificate_arn=settings.text("streamingCertificateArn"))
         issuer_url = settings.text("authIssuer")

@@ -11,7 +11,10 @@ returns the physical id. Properties (strings, as CloudFormation passes them):
 
 - ``Endpoint``: the domain endpoint (host name);
 - ``Prefix``: the index name prefix (``skypacs``);
-- ``ReaderRoles``, ``WriterRoles``: IAM role ARNs mapped to :data:`READ_ROLE` / :data:`WRITE_ROLE`.
+- ``ReaderRoles``, ``WriterRoles``: IAM role ARNs mapped to :data:`READ_ROLE` / :data:`WRITE_ROLE`;
+- ``InstanceShards``: primary shards of the instances index (default 1). OpenSearch fixes it when the
+  index is created: a later change applies to a new deployment's index, not to the existing one (a
+  re-index into a new prefix is the way to re-shard).
 
 It also sets slow log thresholds on the indices (:data:`SLOW_LOG_SETTINGS`) and the security plugin's
 audit configuration (:data:`AUDIT_CONFIG`): the domain publishes those logs, but OpenSearch writes slow
@@ -97,6 +100,7 @@ class SetupRequest:
     prefix: str
     reader_roles: tuple[str, ...]
     writer_roles: tuple[str, ...]
+    instance_shards: int = 1
 
     @classmethod
     def from_properties(cls, properties: Mapping[str, Any]) -> SetupRequest:
@@ -104,11 +108,15 @@ class SetupRequest:
         prefix = str(properties.get("Prefix", "")).strip()
         if not endpoint or not prefix:
             raise ValueError("the Endpoint and Prefix properties are required")
+        shards = str(properties.get("InstanceShards", "1")).strip() or "1"
+        if not shards.isdigit() or not 1 <= int(shards) <= 1024:
+            raise ValueError(f"InstanceShards must be a whole number from 1 to 1024, got {shards!r}")
         return cls(
             endpoint=endpoint,
             prefix=prefix,
             reader_roles=_arns(properties.get("ReaderRoles")),
             writer_roles=_arns(properties.get("WriterRoles")),
+            instance_shards=int(shards),
         )
 
 
@@ -189,7 +197,9 @@ def perform(client: Any, calls: Iterable[Call]) -> None:
 def apply(client: Any, request: SetupRequest, *, index_factory: Any = None) -> None:
     """Create the missing indices, set their slow log thresholds, define and map the roles, and turn
     on audit logging."""
-    (index_factory or OpenSearchQueryIndex)(client, prefix=request.prefix, create_indices=True)
+    (index_factory or OpenSearchQueryIndex)(
+        client, prefix=request.prefix, create_indices=True, shards=request.instance_shards
+    )
     perform(client, [slow_log_call(request.prefix), *security_calls(request)])
     try:
         perform(client, [audit_call()])

@@ -128,6 +128,7 @@ class Search(Construct):
         security_group: the domain's security group; :meth:`allow_from` admits clients on 443.
         key: the KMS key encrypting the domain's data at rest.
         index_prefix: prefix of the archive's index names (``SKYPACS_OPENSEARCH_PREFIX``).
+        instance_shards: primary shards the setup gives the instances index.
         setup_function: the custom resource's Lambda function, whose role is the FGAC master user.
         log_groups: slow search, slow index, application (error) and audit logs, by kind.
     """
@@ -136,6 +137,7 @@ class Search(Construct):
     security_group: ec2.SecurityGroup
     key: kms.Key
     index_prefix: str
+    instance_shards: int
     setup_function: lambda_.Function
     log_groups: dict[str, logs.LogGroup]
 
@@ -149,6 +151,7 @@ class Search(Construct):
         data_nodes: int = 2,
         volume_size_gib: int = 100,
         dedicated_master_nodes: int = 0,
+        instance_shards: int | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         log_key: kms.IKey | None = None,
     ) -> None:
@@ -162,6 +165,8 @@ class Search(Construct):
                 multiples of the zone count (2, or 3 when the VPC has three zones and data_nodes allows).
             volume_size_gib: gp3 EBS storage per data node.
             dedicated_master_nodes: 0 (small deployments) or 3 (production clusters).
+            instance_shards: primary shards of the instances index, fixed when the setup creates it
+                (default: one per data node; ~50 GB of documents a shard, 36 for 100 million instances).
             removal_policy: of the domain, its key and its log groups.
             log_key: encrypts the log groups (``Network.log_key``); a key of its own when not given.
         """
@@ -173,6 +178,9 @@ class Search(Construct):
         subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, one_per_az=True).subnets
         zones = self._zone_count(data_nodes, len(subnets))
         self.index_prefix = INDEX_PREFIX
+        self.instance_shards = instance_shards if instance_shards is not None else data_nodes
+        if not 1 <= self.instance_shards <= 1024:
+            raise ValueError(f"instance_shards must be from 1 to 1024, got {self.instance_shards}")
         self._readers: list[iam.IRole] = []
         self._writers: list[iam.IRole] = []
 
@@ -377,6 +385,7 @@ class Search(Construct):
                 "Prefix": self.index_prefix,
                 "ReaderRoles": Lazy.list(_RoleArns(self._readers), omit_empty=False),
                 "WriterRoles": Lazy.list(_RoleArns(self._writers), omit_empty=False),
+                "InstanceShards": str(self.instance_shards),
             },
         )
         setup.node.add_dependency(self.domain)

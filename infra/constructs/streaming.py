@@ -109,6 +109,7 @@ class StreamingService(Construct):
         bucket_key: kms.IKey,
         table: dynamodb.ITable,
         desired_count: int = 1,
+        max_count: int | None = None,
         cpu: int = 1024,
         memory_mib: int = 2048,
         domain_name: str | None = None,
@@ -118,6 +119,8 @@ class StreamingService(Construct):
 
         Args:
             desired_count, cpu, memory_mib: Fargate tasks and their size.
+            max_count: most tasks when many whole-study retrievals run at once (autoscaled on CPU, which
+                tracks the bytes a task streams); default ``desired_count``, no autoscaling.
             domain_name, certificate_arn: an alias for the distribution and its ACM certificate (which
                 CloudFront requires in us-east-1); both or neither. Without them the service answers on
                 the distribution's ``*.cloudfront.net`` name, with CloudFront's certificate.
@@ -127,6 +130,9 @@ class StreamingService(Construct):
             raise ValueError("domain_name and certificate_arn go together: give both or neither")
         if desired_count < 1:
             raise ValueError(f"desired_count must be at least 1, got {desired_count}")
+        max_count = desired_count if max_count is None else max_count
+        if max_count < desired_count:
+            raise ValueError(f"max_count ({max_count}) must be at least desired_count ({desired_count})")
 
         key = logs_key(
             self, "Key", "Encrypts the logs and the URL signing key of the SkyPACS streaming service"
@@ -207,6 +213,14 @@ class StreamingService(Construct):
         )
         # Tasks start only once their role has its permissions (a managed policy is a separate resource).
         self.service.node.add_dependency(task_policy)
+        if max_count > desired_count:
+            scaling = self.service.auto_scale_task_count(min_capacity=desired_count, max_capacity=max_count)
+            scaling.scale_on_cpu_utilization(
+                "Cpu",
+                target_utilization_percent=60,
+                scale_out_cooldown=Duration.minutes(1),
+                scale_in_cooldown=Duration.minutes(5),  # a retrieval in flight is drained, not cut
+            )
 
         self.log_bucket = new_access_logs_bucket(self, "AccessLogsBucket", acls=True)
         alb_security_group = ec2.SecurityGroup(

@@ -743,7 +743,12 @@ class OpenSearchQueryIndex:
     # ---------------------------------------------------------------------------- administration
 
     def ensure_indices(self) -> None:
-        bodies = {name: index_body(shards=self.shards, replicas=self.replicas) for name in self.indices.values()}
+        # The instances index holds ~30-100 documents per study: it alone needs more primary shards as the
+        # archive grows (~50 GB each); the series, study and patient indices stay small.
+        bodies = {
+            name: index_body(shards=self.shards if level == Level.IMAGE else 1, replicas=self.replicas)
+            for level, name in self.indices.items()
+        }
         bodies[self.sequence_index] = sequence_index_body()
         for name, body in bodies.items():
             with _backend("create index"):

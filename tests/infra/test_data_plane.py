@@ -242,6 +242,7 @@ def test_setup_custom_resource_maps_reader_and_writer_roles(template: Template) 
     assert props["WriterRoles"] == [{"Fn::GetAtt": [indexer_role, "Arn"]}]
     assert props["ReaderRoles"] == [{"Fn::GetAtt": [reader_role, "Arn"]}]
     assert props["Prefix"] == "skypacs"
+    assert props["InstanceShards"] == "2"  # one primary per data node by default
 
 
 def test_reader_gets_read_actions_only(template: Template) -> None:
@@ -410,6 +411,10 @@ def test_setup_request_from_properties() -> None:
     assert setup.SetupRequest.from_properties({**PROPERTIES, "ReaderRoles": ""}).reader_roles == ()
     with pytest.raises(ValueError, match="Endpoint"):
         setup.SetupRequest.from_properties({"Prefix": "skypacs"})
+    assert request.instance_shards == 1
+    assert setup.SetupRequest.from_properties({**PROPERTIES, "InstanceShards": "36"}).instance_shards == 36
+    with pytest.raises(ValueError, match="InstanceShards"):
+        setup.SetupRequest.from_properties({**PROPERTIES, "InstanceShards": "0"})
 
 
 def test_roles_limited_to_the_archives_indices() -> None:
@@ -442,7 +447,7 @@ def test_apply_creates_indices_then_configures() -> None:
         setup.SetupRequest.from_properties(PROPERTIES),
         index_factory=lambda c, **kwargs: created.append((c, kwargs)),
     )
-    assert created == [(client, {"prefix": "skypacs", "create_indices": True})]
+    assert created == [(client, {"prefix": "skypacs", "create_indices": True, "shards": 1})]
     paths = [path for _, path, _ in client.transport.calls]
     assert paths[0].endswith("/_settings") and "skypacs-instances" in paths[0]
     security = [c.path for c in setup.security_calls(setup.SetupRequest.from_properties(PROPERTIES))]

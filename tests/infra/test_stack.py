@@ -144,6 +144,17 @@ def test_context_reaches_the_constructs(template: Template) -> None:
     assert "SKYPACS_OPENSEARCH_ENDPOINT" in environment  # C-FIND from the index
 
 
+def test_sizes_from_context(cdk_context: dict[str, Any], tmp_path: Path) -> None:
+    context = {**cdk_context, "searchShards": "36", "streamingDesiredCount": "3", "streamingMaxCount": "10"}
+    stack = SkyPacsStack(cdk.App(context=context, outdir=str(tmp_path)), "Sized")
+    template = Template.from_stack(stack)
+    template.has_resource_properties("Custom::SkyPacsSearchSetup", {"InstanceShards": "36"})
+    (service,) = [lid for lid in template.find_resources("AWS::ECS::Service") if lid.startswith("StreamingService")]
+    assert template.to_json()["Resources"][service]["Properties"]["DesiredCount"] == 3
+    targets = [t["Properties"] for t in template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget").values()]
+    assert sorted((t["MinCapacity"], t["MaxCapacity"]) for t in targets) == [(2, 10), (3, 10)]  # gateway, streaming
+
+
 def test_browser_uploads_allowed_from_the_viewer_origin_only(template: Template) -> None:
     (bucket,) = [b["Properties"] for lid, b in template.find_resources("AWS::S3::Bucket").items()
                  if lid.startswith("StorageBucket")]

@@ -645,6 +645,13 @@ def _record(sop: str) -> InstanceRecord:
     )
 
 
+def test_only_the_instances_index_takes_more_shards() -> None:
+    client = StubClient()
+    OpenSearchQueryIndex(client, prefix="x", shards=36)
+    shards = {name: body["settings"]["index"]["number_of_shards"] for name, body in client.indices.created.items()}
+    assert shards == {"x-instances": 36, "x-series": 1, "x-studies": 1, "x-patients": 1, "x-sequence": 1}
+
+
 def test_missing_indices_are_created_with_the_mappings() -> None:
     client = StubClient(existing={"x-series"})
     OpenSearchQueryIndex(client, prefix="x", replicas=0)
