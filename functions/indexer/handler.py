@@ -90,6 +90,8 @@ def created_objects(body: Mapping[str, Any]) -> list[CreatedObject]:
 def _requests(record: Mapping[str, Any], bucket: str) -> list[IngestRequest]:
     """What one SQS message asks to ingest; raises for a message that must go to the dead-letter queue."""
     requests = []
+    receives = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+    redelivered = receives.isdigit() and int(receives) > 1
     for obj in created_objects(json.loads(record["body"])):
         if obj.bucket != bucket:
             raise UnrecognisedMessage(f"notification for bucket {obj.bucket}, this archive uses {bucket}")
@@ -98,7 +100,7 @@ def _requests(record: Mapping[str, Any], bucket: str) -> list[IngestRequest]:
             continue
         # The notification's eTag is S3's, not the content MD5 under SSE-KMS (see skypacs.adapters.s3):
         # let ingest HEAD the object for the fingerprint it compares.
-        requests.append(IngestRequest(obj.key))
+        requests.append(IngestRequest(obj.key, redelivered=redelivered))
     return requests
 
 

@@ -5,7 +5,8 @@ Each :class:`ArchiveEvent` becomes one EventBridge entry: ``DetailType`` is the 
 the bus matching ``source`` and ``detail-type``; each target fails or retries independently of ingest.
 
 PutEvents can accept the request and still reject an entry (``FailedEntryCount``): that is a
-:class:`BackendError` too, so ingest's caller retries instead of losing the event. Entries are at most
+:class:`BackendError` too, so ingest's caller retries, and the retry (redelivered, finding the instance
+already catalogued) publishes the event again instead of losing it. Entries are at most
 256 KB; an event's detail holds UIDs, keys and outcomes only, far below that.
 """
 

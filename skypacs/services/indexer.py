@@ -46,7 +46,9 @@ class QueueIndexer:
             return 0
         # The writer's etag describes what it wrote; a later overwrite has its own entry, and
         # ingesting with a stale etag is settled by that entry (the catalog then records a replacement).
-        results = self.ingest.ingest_many([IngestRequest(e.key, e.etag, e.size) for e in entries])
+        results = self.ingest.ingest_many(
+            [IngestRequest(e.key, e.etag, e.size, redelivered=e.attempts > 0) for e in entries]
+        )
         done = [entry.id for entry, result in zip(entries, results, strict=True) if self._settled(entry, result)]
         self.queue.ack(done)
         return len(entries)

@@ -56,6 +56,10 @@ class IngestRequest:
     key: str
     etag: str | None = None
     size: int | None = None
+    redelivered: bool = False
+    """A retry of a request that failed before (an SQS receive count above 1, a queue entry's second
+    attempt). If it failed after the catalog write, the event may never have gone out: a redelivered
+    request finding its instance unchanged announces it again (at least once, never zero times)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class IngestService:
 
     def ingest_parsed(self, parsed: ParsedInstance, info: ObjectInfo) -> IngestResult:
         """Catalog, index and announce an object already parsed by the writer that stored it."""
-        (result,) = self._settle([(0, parsed, info)]).values()
+        (result,) = self._settle([(0, parsed, info)], redelivered=set()).values()
         if isinstance(result, Exception):
             raise result
         return result
@@ -130,8 +134,9 @@ class IngestService:
                 round_ = []
                 rounds.append(round_)
             round_.append((position, *prepared))
+        redelivered = {position for position, request in enumerate(requests) if request.redelivered}
         for round_ in rounds:
-            results.update(self._settle(round_))
+            results.update(self._settle(round_, redelivered=redelivered))
         return [results[position] for position in range(len(requests))]
 
     def _map(self, function: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out | Exception]:
@@ -168,7 +173,7 @@ class IngestService:
         return parsed, info
 
     def _settle(
-        self, batch: list[tuple[int, ParsedInstance, ObjectInfo]]
+        self, batch: list[tuple[int, ParsedInstance, ObjectInfo]], *, redelivered: set[int]
     ) -> dict[int, IngestResult | Exception]:
         """Index, catalog and announce instances of distinct SOP Instance UIDs (see ``ingest_many``)."""
         results: dict[int, IngestResult | Exception] = {}
@@ -180,6 +185,11 @@ class IngestService:
                 continue
             if previous is not None and previous.etag == info.etag and previous.key == info.key:
                 results[position] = IngestResult("unchanged", info.key, parsed.SOPInstanceUID)
+                if position in redelivered:
+                    try:
+                        self._announce(parsed, previous, "stored", redelivered=True)
+                    except Exception as exc:  # noqa: BLE001 - fails this instance only; retried again
+                        results[position] = exc
                 continue
             staged.append(_Staged(position, parsed, self._record(parsed, info), previous))
         if self.index is not None and staged:
@@ -245,22 +255,28 @@ class IngestService:
                 # (it may be a different image with a colliding UID) where the consistency report finds it.
                 self.quarantine(previous.key, "superseded", f"SOPInstanceUID re-stored under {record.key}")
             logger.warning("instance %s replaced by a new version at %s", parsed.SOPInstanceUID, record.key)
-        if self.events is not None:
-            self.events.publish(
-                ArchiveEvent(
-                    INSTANCE_STORED,
-                    {
-                        "StudyInstanceUID": parsed.StudyInstanceUID,
-                        "SeriesInstanceUID": parsed.SeriesInstanceUID,
-                        "SOPInstanceUID": parsed.SOPInstanceUID,
-                        "SOPClassUID": parsed.SOPClassUID,
-                        "key": record.key,
-                        "size": record.size,
-                        "outcome": outcome,
-                    },
-                )
-            )
+        self._announce(parsed, record, outcome)
         return IngestResult(outcome, record.key, parsed.SOPInstanceUID)
+
+    def _announce(
+        self, parsed: ParsedInstance, record: InstanceRecord, outcome: Outcome, *, redelivered: bool = False
+    ) -> None:
+        """Publish ``InstanceStored``. Plugins must be idempotent: EventBridge delivers at least once,
+        and a redelivered ingest announces again (``"redelivered": true``)."""
+        if self.events is None:
+            return
+        detail: dict[str, object] = {
+            "StudyInstanceUID": parsed.StudyInstanceUID,
+            "SeriesInstanceUID": parsed.SeriesInstanceUID,
+            "SOPInstanceUID": parsed.SOPInstanceUID,
+            "SOPClassUID": parsed.SOPClassUID,
+            "key": record.key,
+            "size": record.size,
+            "outcome": outcome,
+        }
+        if redelivered:
+            detail["redelivered"] = True
+        self.events.publish(ArchiveEvent(INSTANCE_STORED, detail))
 
     def quarantine(self, key: str, reason: str, message: str) -> IngestResult:
         record = self._quarantine.move(key, reason, message)

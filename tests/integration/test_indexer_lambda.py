@@ -427,3 +427,28 @@ def test_a_structure_set_too_large_for_a_catalog_item_is_ingested_and_deleted(de
     keys = {o["Key"] for o in deployment.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     assert overflow not in keys and parsed.key not in keys
     assert archive.catalog.get_instance(parsed.SOPInstanceUID) is None
+
+
+def test_a_redelivered_notification_announces_an_event_the_first_attempt_lost(deployment: Deployment) -> None:
+    archive = aws.archive()
+    publish = archive.events.publish  # type: ignore[union-attr]
+    outage = [BackendError("cannot publish InstanceStored to event bus skypacs-events: ThrottlingException")]
+
+    def flaky(event: Any) -> None:
+        if outage:
+            raise outage.pop()
+        publish(event)
+
+    archive.events.publish = flaky  # type: ignore[union-attr, method-assign]
+    deployment.receive()
+    deployment.put(CT_P.key, CT)
+    messages = deployment.receive()
+    first = indexer.handler(sqs_event(messages), FakeLambdaContext())
+    assert first == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert archive.catalog.get_instance(CT_P.SOPInstanceUID) is not None and deployment.plugin_events() == []
+
+    for message in messages:  # SQS hands the failed record back with its receive count raised
+        message.setdefault("Attributes", {})["ApproximateReceiveCount"] = "2"
+    assert indexer.handler(sqs_event(messages), FakeLambdaContext()) == {"batchItemFailures": []}
+    ((kind, detail),) = deployment.plugin_events()
+    assert kind == "InstanceStored" and detail["SOPInstanceUID"] == CT_P.SOPInstanceUID and detail["redelivered"]

@@ -233,3 +233,29 @@ def test_a_document_the_index_refuses_fails_alone(archive: EmbeddedArchive) -> N
     assert isinstance(first, IngestResult) and isinstance(third, IngestResult)
     assert isinstance(refused, DocumentsRejected) and refused.rejected == {refused_uid: "illegal_argument_exception"}
     assert archive.catalog.count_instances() == 2 and archive.catalog.get_instance(refused_uid) is None
+
+
+def test_an_event_lost_after_the_catalog_write_is_announced_by_the_redelivery(archive: EmbeddedArchive) -> None:
+    """The catalog says "ingested" before the event goes out: a retry must not stop at "unchanged"."""
+    received: list[ArchiveEvent] = []
+
+    class FlakyBus(type(archive.events)):  # type: ignore[misc]
+        failing = True
+
+        def publish(self, event: ArchiveEvent) -> None:
+            if self.failing:
+                raise BackendError("event bus throttled")
+            received.append(event)
+
+    bus = FlakyBus()
+    service = IngestService(archive.store, archive.catalog, archive.index, bus)
+    key = put(archive, dicom_file("CT_small.dcm").read_bytes())
+    (failed,) = service.ingest_many([IngestRequest(key)])
+    assert isinstance(failed, BackendError) and archive.catalog.count_instances() == 1
+    bus.failing = False
+    assert [r.outcome for r in service.ingest_many([IngestRequest(key)])] == ["unchanged"]  # type: ignore[union-attr]
+    assert received == []  # a new delivery of the same bytes is a no-op, as before
+    assert [r.outcome for r in service.ingest_many([IngestRequest(key, redelivered=True)])] == ["unchanged"]  # type: ignore[union-attr]
+    (event,) = received
+    assert event.type == INSTANCE_STORED and event.detail["redelivered"] is True
+    assert event.detail["SOPInstanceUID"] == parse_bytes(dicom_file("CT_small.dcm").read_bytes()).SOPInstanceUID
