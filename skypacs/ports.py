@@ -105,6 +105,16 @@ class ReplacementRecord:
     replaced_at: str
 
 
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One instance to catalog with the series, study and patient records it belongs to."""
+
+    record: InstanceRecord
+    series: DicomJson
+    study: DicomJson
+    patient: DicomJson
+
+
 @runtime_checkable
 class Catalog(Protocol):
     """Source of truth for what is stored: patient/study/series/instance records and their objects."""
@@ -120,6 +130,12 @@ class Catalog(Protocol):
         patient: DicomJson,
     ) -> None:
         """Upsert the instance and the series, study and patient records it belongs to."""
+        ...
+
+    def put_instances(self, entries: Sequence[CatalogEntry]) -> dict[int, Exception]:
+        """``put_instance`` for a batch (the indexer's), writing records shared by several entries (a
+        series' levels) once: the failures by position, empty when all were written. A failed write
+        may fail the other entries written with it; each failed entry can be put again."""
         ...
 
     def delete_instance(self, sop_instance_uid: str) -> None: ...

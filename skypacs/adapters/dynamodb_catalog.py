@@ -36,7 +36,8 @@ again instead of being recognised as unchanged, which is harmless because the up
 
 Writes. ``put_instance`` writes the instance, series, study, patient and link items in one
 TransactWriteItems, so a reader never sees an instance without its levels and a retry after a crash
-rewrites all of them. Transactions touching the same series item at once (a burst of one series)
+rewrites all of them. ``put_instances`` (the indexer's batches) puts many instances in one transaction
+with the level items they share written once. Transactions touching the same series item at once (a burst of one series)
 can be cancelled with ``TransactionConflict``; they are retried here with jittered backoff before a
 :class:`BackendError` leaves the retry to the queue. An instance stored again under another study or
 series has its old item removed in the same transaction (the catalog keys instances by SOP Instance UID).
@@ -50,11 +51,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -63,16 +65,29 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from skypacs.errors import BackendError, NotFound
 from skypacs.keys import catalog_metadata_key
-from skypacs.ports import DicomJson, InstanceRecord, ObjectStore, QuarantineRecord, ReplacementRecord
+from skypacs.ports import (
+    CatalogEntry,
+    DicomJson,
+    InstanceRecord,
+    ObjectStore,
+    QuarantineRecord,
+    ReplacementRecord,
+)
 
 if TYPE_CHECKING:
     DynamoDBClient = Any
     """``mypy_boto3_dynamodb.DynamoDBClient`` where the stubs are installed."""
 
+logger = logging.getLogger(__name__)
+
 SOP_INDEX = "by-sop-instance"
 MAX_METADATA_BYTES = 350_000
 """Compressed metadata above this does not fit a 400 KB item with its other attributes."""
 TRANSACTION_ATTEMPTS = 6
+TRANSACTION_ITEMS = 100
+"""DynamoDB's most items in one TransactWriteItems."""
+TRANSACTION_BYTES = 3_500_000
+"""Below DynamoDB's 4 MB per transaction, with room for attribute names and key overhead."""
 
 _QUARANTINE_PK = "QUARANTINE"
 _REPLACED_PK = "REPLACED"
@@ -161,14 +176,63 @@ class DynamoDbCatalog:
     def put_instance(
         self, record: InstanceRecord, *, series: DicomJson, study: DicomJson, patient: DicomJson
     ) -> None:
-        pk, sk = (
-            _study_pk(record.StudyInstanceUID),
-            _instance_sk(record.SeriesInstanceUID, record.SOPInstanceUID),
-        )
+        failures = self.put_instances([CatalogEntry(record, series, study, patient)])
+        if failures:
+            raise failures[0]
+
+    def put_instances(self, entries: Sequence[CatalogEntry]) -> dict[int, Exception]:
+        """Write the entries in as few transactions as DynamoDB allows (100 items, 4 MB each), each
+        holding instances and the level items they share once: a burst of one series costs one write of
+        its series, study and patient items per transaction instead of per instance, and far fewer
+        conflicts between concurrent writers of that series. A failed transaction fails its entries."""
+        failures: dict[int, Exception] = {}
+        planned: list[_PlannedPut] = []
+        for position, entry in enumerate(entries):
+            try:
+                planned.append(self._plan_put(position, entry))
+            except BackendError as exc:
+                failures[position] = exc
+        for chunk in _transaction_chunks(planned):
+            gen = uuid.uuid4().hex
+            writes = [self._put(put.instance) for put in chunk]
+            writes += [
+                {"Delete": {"TableName": self.table_name, "Key": _key(item["pk"], item["sk"])}}
+                for put in chunk
+                for item in put.stale_items
+            ]
+            levels: dict[tuple[str, str], dict[str, Any]] = {}
+            for put in chunk:  # the last entry's copy of a shared level item wins, as one by one
+                levels.update({(item["pk"], item["sk"]): {**item, "gen": gen} for item in put.levels})
+            writes += [self._put(item) for item in levels.values()]
+            first = chunk[0].entry.record.SOPInstanceUID
+            try:
+                self._transact(writes, f"cannot catalog {len(chunk)} instance(s) from SOP Instance {first}")
+            except BackendError as exc:
+                failures.update({put.position: exc for put in chunk})
+                continue
+            for put in chunk:
+                try:
+                    for item in put.stale_items:
+                        self._prune(
+                            _plain(item["StudyInstanceUID"]),
+                            _plain(item["SeriesInstanceUID"]),
+                            _plain(item["PatientID"]),
+                        )
+                    self._drop_overflow([*put.replaced, *put.stale_items], keep=put.instance.get("metadata_key"))
+                except BackendError:
+                    # Written; what is left is a level or an object nothing refers to any more.
+                    logger.warning("clean-up after cataloging %s failed", put.entry.record.SOPInstanceUID)
+        return failures
+
+    def _plan_put(self, position: int, entry: CatalogEntry) -> _PlannedPut:
+        """The items one entry writes and deletes, read and prepared before any transaction."""
+        record = entry.record
+        pk, sk = _study_pk(record.StudyInstanceUID), _instance_sk(record.SeriesInstanceUID, record.SOPInstanceUID)
         locations = self._locations(record.SOPInstanceUID)
         stale = [loc for loc in locations if loc != (pk, sk)]
         stale_items = [item for item in map(self._get_item, stale) if item is not None]
-        gen = uuid.uuid4().hex
+        # A new version in the same place: remember what its item pointed to (read only on re-stores).
+        replaced = [self._get_item((pk, sk), ("metadata_key",))] if self.overflow and (pk, sk) in locations else []
         instance = {
             "pk": pk,
             "sk": sk,
@@ -176,49 +240,16 @@ class DynamoDbCatalog:
             **self._instance_metadata(record),
         }
         level = f"of SOP Instance {record.SOPInstanceUID}"
-        writes: list[dict[str, Any]] = [
-            self._put(instance),
-            self._put(
-                {
-                    "pk": pk,
-                    "sk": _series_sk(record.SeriesInstanceUID),
-                    "gen": gen,
-                    "metadata": _compress(series, f"series metadata {level}"),
-                }
-            ),
-            self._put(
-                {
-                    "pk": pk,
-                    "sk": _STUDY_SK,
-                    "gen": gen,
-                    "PatientID": record.PatientID,
-                    "metadata": _compress(study, f"study metadata {level}"),
-                }
-            ),
-            self._put(
-                {
-                    "pk": _patient_pk(record.PatientID),
-                    "sk": _PATIENT_SK,
-                    "gen": gen,
-                    "metadata": _compress(patient, f"patient metadata {level}"),
-                }
-            ),
-            self._put(
-                {"pk": _patient_pk(record.PatientID), "sk": _link_sk(record.StudyInstanceUID), "gen": gen}
-            ),
+        patient_pk = _patient_pk(record.PatientID)
+        levels: list[dict[str, Any]] = [
+            {"pk": pk, "sk": _series_sk(record.SeriesInstanceUID),
+             "metadata": _compress(entry.series, f"series metadata {level}")},
+            {"pk": pk, "sk": _STUDY_SK, "PatientID": record.PatientID,
+             "metadata": _compress(entry.study, f"study metadata {level}")},
+            {"pk": patient_pk, "sk": _PATIENT_SK, "metadata": _compress(entry.patient, f"patient metadata {level}")},
+            {"pk": patient_pk, "sk": _link_sk(record.StudyInstanceUID)},
         ]
-        writes += [
-            {"Delete": {"TableName": self.table_name, "Key": _key(item["pk"], item["sk"])}}
-            for item in stale_items
-        ]
-        # A new version in the same place: remember what its item pointed to (read only on re-stores).
-        replaced = [self._get_item((pk, sk), ("metadata_key",))] if self.overflow and (pk, sk) in locations else []
-        self._transact(writes, f"cannot catalog SOP Instance {record.SOPInstanceUID}")
-        for item in stale_items:
-            self._prune(
-                _plain(item["StudyInstanceUID"]), _plain(item["SeriesInstanceUID"]), _plain(item["PatientID"])
-            )
-        self._drop_overflow([*replaced, *stale_items], keep=instance.get("metadata_key"))
+        return _PlannedPut(position, entry, instance, levels, stale_items, replaced)
 
     def delete_instance(self, sop_instance_uid: str) -> None:
         for location in self._locations(sop_instance_uid):
@@ -452,6 +483,47 @@ class DynamoDbCatalog:
             "SOPInstanceUID" in item and (patient_id is None or item.get("PatientID") == patient_id)
             for item in items
         )
+
+
+@dataclass
+class _PlannedPut:
+    position: int
+    entry: CatalogEntry
+    instance: dict[str, Any]
+    levels: list[dict[str, Any]]
+    stale_items: list[dict[str, Any]]
+    replaced: list[dict[str, Any] | None]
+
+    def size(self) -> int:
+        """Bytes this entry adds to a transaction, roughly (binary metadata dominates)."""
+        items = [self.instance, *self.levels]
+        return sum(len(_plain(item.get("metadata", b""))) + 1_024 for item in items)
+
+
+def _transaction_chunks(planned: list[_PlannedPut]) -> Iterator[list[_PlannedPut]]:
+    """Groups of planned puts within one transaction's limits: at most :data:`TRANSACTION_ITEMS` items
+    (instances, deletions and distinct level items) and :data:`TRANSACTION_BYTES`, and one SOP
+    Instance UID at most once (a transaction may not touch an item twice)."""
+    chunk: list[_PlannedPut] = []
+    level_keys: set[tuple[str, str]] = set()
+    sops: set[str] = set()
+    items = size = 0
+    for put in planned:
+        new_levels = {(item["pk"], item["sk"]) for item in put.levels} - level_keys
+        adds = 1 + len(put.stale_items) + len(new_levels)
+        sop = put.entry.record.SOPInstanceUID
+        if chunk and (items + adds > TRANSACTION_ITEMS or size + put.size() > TRANSACTION_BYTES or sop in sops):
+            yield chunk
+            chunk, level_keys, sops, items, size = [], set(), set(), 0, 0
+            new_levels = {(item["pk"], item["sk"]) for item in put.levels}
+            adds = 1 + len(put.stale_items) + len(new_levels)
+        chunk.append(put)
+        level_keys |= new_levels
+        sops.add(sop)
+        items += adds
+        size += put.size()
+    if chunk:
+        yield chunk
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 from skypacs.adapters.sqlite_db import SqliteDatabase
-from skypacs.ports import DicomJson, InstanceRecord, QuarantineRecord, ReplacementRecord
+from skypacs.errors import BackendError
+from skypacs.ports import CatalogEntry, DicomJson, InstanceRecord, QuarantineRecord, ReplacementRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -89,34 +90,56 @@ class SqliteCatalog:
     def put_instance(
         self, record: InstanceRecord, *, series: DicomJson, study: DicomJson, patient: DicomJson
     ) -> None:
-        with self.db.transaction() as connection:
-            connection.execute(
-                f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.StudyInstanceUID,
-                    record.SeriesInstanceUID,
-                    record.SOPInstanceUID,
-                    record.SOPClassUID,
-                    record.TransferSyntaxUID,
-                    record.PatientID,
-                    record.key,
-                    record.size,
-                    record.etag,
-                    record.stored_at,
-                    json.dumps(record.metadata, separators=(",", ":")),
-                ),
-            )
-            connection.execute(
-                "INSERT OR REPLACE INTO series VALUES (?,?,?)",
-                (record.StudyInstanceUID, record.SeriesInstanceUID, _dumps(series)),
-            )
-            connection.execute(
-                "INSERT OR REPLACE INTO studies VALUES (?,?,?)",
-                (record.StudyInstanceUID, record.PatientID, _dumps(study)),
-            )
-            connection.execute(
-                "INSERT OR REPLACE INTO patients VALUES (?,?)", (record.PatientID, _dumps(patient))
-            )
+        failures = self.put_instances([CatalogEntry(record, series, study, patient)])
+        if failures:
+            raise failures[0]
+
+    def put_instances(self, entries: Sequence[CatalogEntry]) -> dict[int, Exception]:
+        """All in one transaction: all written or, when it fails, none (each entry gets the error)."""
+        try:
+            with self.db.transaction() as connection:
+                for entry in entries:
+                    self._put(connection, entry.record, entry.series, entry.study, entry.patient)
+        except sqlite3.Error as exc:
+            error = BackendError(f"cannot catalog {len(entries)} instance(s): {exc}")
+            return dict.fromkeys(range(len(entries)), error)
+        return {}
+
+    def _put(
+        self,
+        connection: sqlite3.Connection,
+        record: InstanceRecord,
+        series: DicomJson,
+        study: DicomJson,
+        patient: DicomJson,
+    ) -> None:
+        connection.execute(
+            f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.StudyInstanceUID,
+                record.SeriesInstanceUID,
+                record.SOPInstanceUID,
+                record.SOPClassUID,
+                record.TransferSyntaxUID,
+                record.PatientID,
+                record.key,
+                record.size,
+                record.etag,
+                record.stored_at,
+                json.dumps(record.metadata, separators=(",", ":")),
+            ),
+        )
+        connection.execute(
+            "INSERT OR REPLACE INTO series VALUES (?,?,?)",
+            (record.StudyInstanceUID, record.SeriesInstanceUID, _dumps(series)),
+        )
+        connection.execute(
+            "INSERT OR REPLACE INTO studies VALUES (?,?,?)",
+            (record.StudyInstanceUID, record.PatientID, _dumps(study)),
+        )
+        connection.execute(
+            "INSERT OR REPLACE INTO patients VALUES (?,?)", (record.PatientID, _dumps(patient))
+        )
 
     def delete_instance(self, sop_instance_uid: str) -> None:
         with self.db.transaction() as connection:

@@ -24,6 +24,7 @@ from skypacs.ports import (
     INSTANCE_STORED,
     ArchiveEvent,
     Catalog,
+    CatalogEntry,
     EventBus,
     InstanceRecord,
     ObjectInfo,
@@ -119,6 +120,9 @@ class IngestService:
         write only its own. Two requests for one SOP Instance UID are settled one after the other, so
         the second is seen as unchanged or as a replacement, as it would be in two batches. When the
         index refuses some documents for what they hold (:class:`DocumentsRejected`), only those fail.
+        The catalog records are written with one ``put_instances`` (on DynamoDB: a few transactions
+        holding the series' level items once), so a failed catalog write fails the entries written with
+        it, not necessarily the whole batch.
         """
         results: dict[int, IngestResult | Exception] = {}
         rounds: list[list[tuple[int, ParsedInstance, ObjectInfo]]] = []
@@ -206,9 +210,25 @@ class IngestService:
                 staged = [item for item in staged if item.parsed.SOPInstanceUID not in refused]
             except Exception as exc:  # noqa: BLE001 - the batch's new instances fail; the caller retries them
                 return results | {item.position: exc for item in staged}
-        for item in staged:
+        entries = [
+            CatalogEntry(
+                item.record,
+                series=subset(item.parsed.metadata, SERIES_TAGS),
+                study=subset(item.parsed.metadata, STUDY_TAGS),
+                patient=subset(item.parsed.metadata, PATIENT_TAGS),
+            )
+            for item in staged
+        ]
+        try:
+            failures = self.catalog.put_instances(entries) if entries else {}
+        except Exception as exc:  # noqa: BLE001 - the batch's instances fail; the caller retries them
+            failures = dict.fromkeys(range(len(entries)), exc)
+        for n, item in enumerate(staged):
+            if n in failures:
+                results[item.position] = failures[n]
+                continue
             try:
-                results[item.position] = self._commit(item)
+                results[item.position] = self._catalogued(item)
             except Exception as exc:  # noqa: BLE001 - fails this instance only; the caller retries it
                 results[item.position] = exc
         return results
@@ -228,15 +248,9 @@ class IngestService:
             metadata=parsed.metadata,
         )
 
-    def _commit(self, item: _Staged) -> IngestResult:
-        """Write the catalog record (the "ingested" mark), record a replacement, publish the event."""
+    def _catalogued(self, item: _Staged) -> IngestResult:
+        """After the catalog write (the "ingested" mark): record a replacement, publish the event."""
         parsed, record, previous = item.parsed, item.record, item.previous
-        self.catalog.put_instance(
-            record,
-            series=subset(parsed.metadata, SERIES_TAGS),
-            study=subset(parsed.metadata, STUDY_TAGS),
-            patient=subset(parsed.metadata, PATIENT_TAGS),
-        )
         outcome: Outcome = "stored"
         if previous is not None:
             outcome = "replaced"

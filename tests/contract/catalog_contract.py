@@ -6,7 +6,7 @@ import random
 from dataclasses import replace
 
 from skypacs.keys import instance_key
-from skypacs.ports import Catalog, InstanceRecord, QuarantineRecord, ReplacementRecord
+from skypacs.ports import Catalog, CatalogEntry, InstanceRecord, QuarantineRecord, ReplacementRecord
 
 STUDY, SERIES = "1.2.826.0.1.1", "1.2.826.0.1.1.1"
 
@@ -51,6 +51,21 @@ def huge_metadata(sop: str, items: int = 7_000) -> dict:
 
 
 class CatalogContract:
+    def test_a_batch_of_two_studies_is_catalogued_with_its_levels(self, catalog: Catalog) -> None:
+        moved = record("1.2.3.999")
+        catalog.put_instance(moved, **levels(moved))
+        other_study, other_series = "1.2.826.0.1.2", "1.2.826.0.1.2.1"
+        batch = [record(f"1.2.3.{n}") for n in range(1, 121)]
+        batch += [record(f"1.2.4.{n}", study=other_study, series=other_series, patient="P2") for n in range(1, 31)]
+        batch.append(record("1.2.3.999", study=other_study, series=other_series, patient="P2", etag="e2"))
+        entries = [CatalogEntry(r, **levels(r, description=r.StudyInstanceUID)) for r in batch]
+        assert catalog.put_instances(entries) == {}
+        assert len(list(catalog.list_instances(STUDY))) == 120
+        assert len(list(catalog.list_instances(other_study, other_series))) == 31
+        assert catalog.get_instance("1.2.3.999") == batch[-1]  # moved within the batch: one record
+        assert catalog.get_study(other_study) == levels(batch[-1], description=other_study)["study"]
+        assert catalog.get_patient("P2") is not None and catalog.get_series(STUDY, SERIES) is not None
+
     def test_instance_with_a_huge_header_round_trips(self, catalog: Catalog) -> None:
         rec = replace(record("1.2.3.1"), metadata=huge_metadata("1.2.3.1"))
         catalog.put_instance(rec, **levels(rec))

@@ -22,7 +22,7 @@ from skypacs.adapters.eventbridge import EventBridgeEventBus
 from skypacs.adapters.s3 import S3ObjectStore
 from skypacs.errors import BackendError, NotFound
 from skypacs.keys import CATALOG_METADATA_PREFIX
-from skypacs.ports import ArchiveEvent, Catalog, EventBus, ObjectStore
+from skypacs.ports import ArchiveEvent, Catalog, CatalogEntry, EventBus, ObjectStore
 from tests.contract.catalog_contract import STUDY, CatalogContract, huge_metadata, levels, record
 from tests.contract.event_bus_contract import EventBusContract
 from tests.contract.object_store_contract import ObjectStoreContract
@@ -171,6 +171,18 @@ class TestDynamoDbCatalog(CatalogContract):
         catalog.put_instance(moved, **levels(moved))
         assert catalog.get_instance("1.2.3.1") == moved
         assert len(list(overflow.list(CATALOG_METADATA_PREFIX))) == 1
+
+    def test_a_burst_of_one_series_takes_few_transactions(self, catalog: DynamoDbCatalog) -> None:
+        transactions: list[int] = []
+        catalog.client.meta.events.register(
+            "provide-client-params.dynamodb.TransactWriteItems",
+            lambda params, **_: transactions.append(len(params["TransactItems"])),
+        )
+        batch = [record(f"1.2.3.{n}") for n in range(1, 151)]
+        assert catalog.put_instances([CatalogEntry(r, **levels(r)) for r in batch]) == {}
+        # 96 instances + 4 level items, then 54 + 4: not 150 transactions of 5 items.
+        assert transactions == [100, 58]
+        assert len(list(catalog.list_instances(STUDY))) == 150
 
     def test_huge_metadata_without_an_overflow_store_is_refused(self, aws: None) -> None:
         client = boto3.client("dynamodb", region_name=REGION)

@@ -29,7 +29,7 @@ from skypacs.config import ENV_BUCKET, ENV_CATALOG_TABLE, ENV_EVENT_BUS
 from skypacs.errors import BackendError
 from skypacs.keys import CATALOG_METADATA_PREFIX
 from skypacs.parsing import parse_bytes
-from skypacs.ports import InstanceRecord
+from skypacs.ports import CatalogEntry
 from skypacs.services.ingest import IngestRequest, IngestResult
 from tests.dicom_files import large_rtstruct
 
@@ -293,12 +293,12 @@ def test_notifications_are_ingested_and_bad_objects_quarantined(deployment: Depl
 
 def test_a_failing_record_is_reported_and_the_others_are_stored(deployment: Deployment) -> None:
     class CatalogFailingFor(DynamoDbCatalog):
-        def put_instance(self, record: InstanceRecord, **levels: Any) -> None:
-            if record.SOPInstanceUID == MR_P.SOPInstanceUID:
+        def _plan_put(self, position: int, entry: CatalogEntry) -> Any:
+            if entry.record.SOPInstanceUID == MR_P.SOPInstanceUID:
                 raise BackendError(
-                    f"cannot catalog SOP Instance {record.SOPInstanceUID}: InternalServerError"
+                    f"cannot read catalog item for SOP Instance {entry.record.SOPInstanceUID}: InternalServerError"
                 )
-            super().put_instance(record, **levels)
+            return super()._plan_put(position, entry)
 
     archive = aws.archive()
     failing = CatalogFailingFor(TABLE, client=deployment.dynamodb)

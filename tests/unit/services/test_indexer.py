@@ -61,10 +61,10 @@ def test_backend_failures_back_off_then_dead_letter_then_replay(archive: Embedde
     failing = True
 
     class FlakyCatalog(type(archive.catalog)):  # type: ignore[misc]
-        def put_instance(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def put_instances(self, entries):  # type: ignore[no-untyped-def]
             if failing:
-                raise BackendError("database is locked")
-            return super().put_instance(*args, **kwargs)
+                return dict.fromkeys(range(len(entries)), BackendError("database is locked"))
+            return super().put_instances(entries)
 
     catalog = FlakyCatalog(archive.data_dir / "flaky.sqlite")
     service = IngestService(archive.store, catalog, archive.index, archive.events)

@@ -113,8 +113,8 @@ def test_missing_object_is_reported_not_raised(archive: EmbeddedArchive) -> None
 
 def test_backend_failure_propagates_for_retry(archive: EmbeddedArchive) -> None:
     class FailingCatalog(type(archive.catalog)):  # type: ignore[misc]
-        def put_instance(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            raise BackendError("disk full")
+        def put_instances(self, entries):  # type: ignore[no-untyped-def]
+            return dict.fromkeys(range(len(entries)), BackendError("disk full"))
 
     catalog = FailingCatalog(archive.data_dir / "other.sqlite")
     service = IngestService(archive.store, catalog, None, None)
@@ -203,10 +203,14 @@ def test_a_catalog_failure_fails_only_its_own_object(archive: EmbeddedArchive) -
     refused_uid = parse_bytes(refused).SOPInstanceUID
 
     class PickyCatalog(type(archive.catalog)):  # type: ignore[misc]
-        def put_instance(self, record, **kwargs):  # type: ignore[no-untyped-def]
-            if record.SOPInstanceUID == refused_uid:
-                raise BackendError("throttled")
-            return super().put_instance(record, **kwargs)
+        """Refuses one instance's record and writes the others (as DynamoDB does when only the
+        transaction holding that instance fails)."""
+
+        def put_instances(self, entries):  # type: ignore[no-untyped-def]
+            kept = [n for n, entry in enumerate(entries) if entry.record.SOPInstanceUID != refused_uid]
+            failures = super().put_instances([entries[n] for n in kept])
+            refused = {n: BackendError("throttled") for n in range(len(entries)) if n not in kept}
+            return refused | {kept[n]: exc for n, exc in failures.items()}
 
     catalog = PickyCatalog(archive.data_dir / "picky.sqlite")
     service = IngestService(archive.store, catalog, archive.index, archive.events)
