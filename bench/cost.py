@@ -205,11 +205,12 @@ def volumes(load: Load) -> Volumes:
     )
 
 
-def catalog_wru_per_instance(item_kb: float) -> float:
-    """Write request units of one ingest: a TransactWriteItems of five items (instance, series, study,
-    patient, patient-study link; the four small ones under 1 KB) costs twice the standard units, plus
-    one unit for the keys-only ``by-sop-instance`` GSI entry."""
-    return 2 * (math.ceil(item_kb) + 4) + 1
+def catalog_wru_per_instance(item_kb: float, batch: float = 1.0) -> float:
+    """Write request units of one ingest. Transactional writes cost twice the standard units: the
+    instance item, plus its share of the four small level items (series, study, patient, patient-study
+    link, each under 1 KB) that one transaction writes once for the ``batch`` instances of a series it
+    holds (``Catalog.put_instances``), plus one unit for the keys-only ``by-sop-instance`` GSI entry."""
+    return 2 * (math.ceil(item_kb) + 4 / max(batch, 1.0)) + 1
 
 
 def catalog_rru_per_instance() -> float:
@@ -244,7 +245,7 @@ def s3_line(load: Load, vol: Volumes, p: Prices) -> Line:
 
 
 def dynamodb_line(load: Load, vol: Volumes, p: Prices) -> Line:
-    wru = vol.ingested_instances * catalog_wru_per_instance(load.catalog_item_kb)
+    wru = vol.ingested_instances * catalog_wru_per_instance(load.catalog_item_kb, load.indexer_batch)
     # Ingest lookups; a retrieval or series metadata reads the study partition (strongly consistent:
     # one unit per 4 KB of items read).
     rru = vol.ingested_instances * catalog_rru_per_instance()
