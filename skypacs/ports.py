@@ -201,3 +201,8 @@ EventHandler = Callable[[ArchiveEvent], None]
 @runtime_checkable
 class EventBus(Protocol):
     def publish(self, event: ArchiveEvent) -> None: ...
+
+    def publish_many(self, events: Sequence[ArchiveEvent]) -> dict[int, Exception]:
+        """Publish a batch (the indexer's), in as few calls as the bus allows: the failures by position,
+        empty when every event went out. A failed event can be published again."""
+        ...

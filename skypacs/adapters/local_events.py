@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from skypacs.ports import ArchiveEvent, EventHandler
 
@@ -23,6 +24,11 @@ class InProcessEventBus:
         """Call ``handler`` for every event, or only for ``event_type``."""
         with self._lock:
             self._handlers.append((event_type, handler))
+
+    def publish_many(self, events: Sequence[ArchiveEvent]) -> dict[int, Exception]:
+        for event in events:
+            self.publish(event)  # handlers' failures are logged there, never raised
+        return {}
 
     def publish(self, event: ArchiveEvent) -> None:
         with self._lock:

@@ -181,6 +181,7 @@ class IngestService:
     ) -> dict[int, IngestResult | Exception]:
         """Index, catalog and announce instances of distinct SOP Instance UIDs (see ``ingest_many``)."""
         results: dict[int, IngestResult | Exception] = {}
+        announcements: list[tuple[int, ArchiveEvent]] = []
         staged: list[_Staged] = []
         lookups = self._map(self.catalog.get_instance, [parsed.SOPInstanceUID for _, parsed, _ in batch])
         for (position, parsed, info), previous in zip(batch, lookups, strict=True):
@@ -190,10 +191,7 @@ class IngestService:
             if previous is not None and previous.etag == info.etag and previous.key == info.key:
                 results[position] = IngestResult("unchanged", info.key, parsed.SOPInstanceUID)
                 if position in redelivered:
-                    try:
-                        self._announce(parsed, previous, "stored", redelivered=True)
-                    except Exception as exc:  # noqa: BLE001 - fails this instance only; retried again
-                        results[position] = exc
+                    announcements.append((position, self._event(parsed, previous, "stored", redelivered=True)))
                 continue
             staged.append(_Staged(position, parsed, self._record(parsed, info), previous))
         if self.index is not None and staged:
@@ -209,7 +207,8 @@ class IngestService:
                         )
                 staged = [item for item in staged if item.parsed.SOPInstanceUID not in refused]
             except Exception as exc:  # noqa: BLE001 - the batch's new instances fail; the caller retries them
-                return results | {item.position: exc for item in staged}
+                results |= {item.position: exc for item in staged}
+                staged = []
         entries = [
             CatalogEntry(
                 item.record,
@@ -228,10 +227,28 @@ class IngestService:
                 results[item.position] = failures[n]
                 continue
             try:
-                results[item.position] = self._catalogued(item)
+                result = self._catalogued(item)
             except Exception as exc:  # noqa: BLE001 - fails this instance only; the caller retries it
                 results[item.position] = exc
+                continue
+            results[item.position] = result
+            announcements.append((item.position, self._event(item.parsed, item.record, result.outcome)))
+        self._announce(announcements, results)
         return results
+
+    def _announce(
+        self, announcements: list[tuple[int, ArchiveEvent]], results: dict[int, IngestResult | Exception]
+    ) -> None:
+        """Publish the batch's events together (PutEvents takes 10 a call); an event that does not go out
+        fails its instance, whose redelivery announces it again."""
+        if self.events is None or not announcements:
+            return
+        try:
+            failures = self.events.publish_many([event for _, event in announcements])
+        except Exception as exc:  # noqa: BLE001 - every event of the batch failed; each instance is retried
+            failures = dict.fromkeys(range(len(announcements)), exc)
+        for n, error in failures.items():
+            results[announcements[n][0]] = error
 
     def _record(self, parsed: ParsedInstance, info: ObjectInfo) -> InstanceRecord:
         return InstanceRecord(
@@ -249,7 +266,7 @@ class IngestService:
         )
 
     def _catalogued(self, item: _Staged) -> IngestResult:
-        """After the catalog write (the "ingested" mark): record a replacement, publish the event."""
+        """After the catalog write (the "ingested" mark): record a replacement, keep a superseded object."""
         parsed, record, previous = item.parsed, item.record, item.previous
         outcome: Outcome = "stored"
         if previous is not None:
@@ -269,16 +286,14 @@ class IngestService:
                 # (it may be a different image with a colliding UID) where the consistency report finds it.
                 self.quarantine(previous.key, "superseded", f"SOPInstanceUID re-stored under {record.key}")
             logger.warning("instance %s replaced by a new version at %s", parsed.SOPInstanceUID, record.key)
-        self._announce(parsed, record, outcome)
         return IngestResult(outcome, record.key, parsed.SOPInstanceUID)
 
-    def _announce(
-        self, parsed: ParsedInstance, record: InstanceRecord, outcome: Outcome, *, redelivered: bool = False
-    ) -> None:
-        """Publish ``InstanceStored``. Plugins must be idempotent: EventBridge delivers at least once,
-        and a redelivered ingest announces again (``"redelivered": true``)."""
-        if self.events is None:
-            return
+    @staticmethod
+    def _event(
+        parsed: ParsedInstance, record: InstanceRecord, outcome: Outcome, *, redelivered: bool = False
+    ) -> ArchiveEvent:
+        """``InstanceStored``. Plugins must be idempotent: EventBridge delivers at least once, and a
+        redelivered ingest announces again (``"redelivered": true``)."""
         detail: dict[str, object] = {
             "StudyInstanceUID": parsed.StudyInstanceUID,
             "SeriesInstanceUID": parsed.SeriesInstanceUID,
@@ -290,7 +305,7 @@ class IngestService:
         }
         if redelivered:
             detail["redelivered"] = True
-        self.events.publish(ArchiveEvent(INSTANCE_STORED, detail))
+        return ArchiveEvent(INSTANCE_STORED, detail)
 
     def quarantine(self, key: str, reason: str, message: str) -> IngestResult:
         record = self._quarantine.move(key, reason, message)

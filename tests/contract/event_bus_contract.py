@@ -20,3 +20,10 @@ class EventBusContract:
         event_bus.publish(stored)
         event_bus.publish(deleted)
         assert received() == [stored, deleted]
+
+    def test_a_batch_is_published_in_order(
+        self, event_bus: EventBus, received: Callable[[], list[ArchiveEvent]]
+    ) -> None:
+        batch = [ArchiveEvent(INSTANCE_STORED, {"SOPInstanceUID": f"1.2.3.{n}", "outcome": "stored"}) for n in range(23)]
+        assert event_bus.publish_many(batch) == {}
+        assert received() == batch

@@ -334,6 +334,19 @@ class TestEventBridgeEventBus(EventBusContract):
             with pytest.raises(BackendError, match="InternalFailure"):
                 bus.publish(ArchiveEvent("InstanceStored", {"SOPInstanceUID": "1.2.3"}))
 
+    def test_a_batch_takes_puts_of_ten_and_a_rejected_entry_fails_alone(self, aws: None) -> None:
+        client = boto3.client("events", region_name=REGION)
+        bus = EventBridgeEventBus("skypacs", client=client)
+        batch = [ArchiveEvent("InstanceStored", {"SOPInstanceUID": f"1.2.3.{n}"}) for n in range(12)]
+        with Stubber(client) as stub:
+            rejected = [{"EventId": str(n)} for n in range(10)]
+            rejected[3] = {"ErrorCode": "ThrottlingException", "ErrorMessage": "slow down"}
+            stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": rejected})
+            stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": "a"}, {"EventId": "b"}]})
+            failures = bus.publish_many(batch)
+            stub.assert_no_pending_responses()
+        assert list(failures) == [3] and "ThrottlingException" in str(failures[3])
+
     def test_missing_bus_is_a_backend_error(self, aws: None) -> None:
         bus = EventBridgeEventBus("no-such-bus", client=boto3.client("events", region_name=REGION))
         with pytest.raises(BackendError):

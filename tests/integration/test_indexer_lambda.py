@@ -431,15 +431,15 @@ def test_a_structure_set_too_large_for_a_catalog_item_is_ingested_and_deleted(de
 
 def test_a_redelivered_notification_announces_an_event_the_first_attempt_lost(deployment: Deployment) -> None:
     archive = aws.archive()
-    publish = archive.events.publish  # type: ignore[union-attr]
+    publish_many = archive.events.publish_many  # type: ignore[union-attr]
     outage = [BackendError("cannot publish InstanceStored to event bus skypacs-events: ThrottlingException")]
 
-    def flaky(event: Any) -> None:
+    def flaky(events: Any) -> dict[int, Exception]:
         if outage:
-            raise outage.pop()
-        publish(event)
+            return dict.fromkeys(range(len(events)), outage.pop())
+        return publish_many(events)
 
-    archive.events.publish = flaky  # type: ignore[union-attr, method-assign]
+    archive.events.publish_many = flaky  # type: ignore[union-attr, method-assign]
     deployment.receive()
     deployment.put(CT_P.key, CT)
     messages = deployment.receive()
