@@ -301,6 +301,49 @@ def enable_access_logs(
         load_balancer.node.add_dependency(bucket.policy)
 
 
+def private_fargate_service(
+    scope: Construct,
+    construct_id: str,
+    *,
+    cluster: ecs.ICluster,
+    task_definition: ecs.FargateTaskDefinition,
+    desired_count: int,
+    task_policy: iam.ManagedPolicy,
+    security_groups: list[ec2.ISecurityGroup] | None = None,
+) -> ecs.FargateService:
+    """A service of the gateway's or the streaming service's tasks: private subnets, no public IP,
+    rolling deployments that roll back on the circuit breaker, never below the desired count. Tasks
+    start only once their role has its permissions (a managed policy is a separate resource)."""
+    service = ecs.FargateService(
+        scope,
+        construct_id,
+        cluster=cluster,
+        task_definition=task_definition,
+        desired_count=desired_count,
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+        assign_public_ip=False,
+        circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+        min_healthy_percent=100,
+        max_healthy_percent=200,
+        health_check_grace_period=Duration.seconds(60),
+        security_groups=security_groups,
+    )
+    service.node.add_dependency(task_policy)
+    return service
+
+
+def scale_on_cpu(service: ecs.FargateService, min_count: int, max_count: int) -> None:
+    """Autoscale ``service`` on CPU between ``min_count`` and ``max_count`` tasks: out within a minute,
+    in after five (a task scaled in drains its associations or retrievals: no haste)."""
+    scaling = service.auto_scale_task_count(min_capacity=min_count, max_capacity=max_count)
+    scaling.scale_on_cpu_utilization(
+        "Cpu",
+        target_utilization_percent=CPU_TARGET_PERCENT,
+        scale_out_cooldown=Duration.minutes(1),
+        scale_in_cooldown=Duration.minutes(5),
+    )
+
+
 def acknowledge_execution_role(task_definition: ecs.TaskDefinition) -> None:
     """The execution role CDK makes for pulling the image, writing logs and reading ECS secrets."""
     if task_definition.execution_role is None:
@@ -511,18 +554,13 @@ class Gateway(Construct):
             },
         )
 
-        self.service = ecs.FargateService(
+        self.service = private_fargate_service(
             self,
             "Service",
             cluster=cluster,
             task_definition=task_definition,
             desired_count=desired_count,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            assign_public_ip=False,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            health_check_grace_period=Duration.seconds(60),
+            task_policy=task_policy,
             # Outbound: S3, DynamoDB, KMS and the C-MOVE destinations, wherever they are.
             security_groups=[
                 ec2.SecurityGroup(
@@ -535,8 +573,6 @@ class Gateway(Construct):
                 )
             ],
         )
-        # Tasks start only once their role has its permissions (a managed policy is a separate resource).
-        self.service.node.add_dependency(task_policy)
         # Targets are IP addresses without client IP preservation: connections come from the NLB.
         self.service.connections.allow_from(
             self.security_group, ec2.Port.tcp(DIMSE_PORT), "DICOM from the NLB"
@@ -590,14 +626,7 @@ class Gateway(Construct):
                 default_target_groups=[target_group],
             )
 
-        scaling = self.service.auto_scale_task_count(min_capacity=desired_count, max_capacity=max_count)
-        scaling.scale_on_cpu_utilization(
-            "Cpu",
-            target_utilization_percent=CPU_TARGET_PERCENT,
-            scale_out_cooldown=Duration.minutes(1),
-            # Scaling in stops tasks, which refuse new associations and drain: no haste.
-            scale_in_cooldown=Duration.minutes(5),
-        )
+        scale_on_cpu(self.service, desired_count, max_count)
 
         acknowledge_execution_role(task_definition)
 

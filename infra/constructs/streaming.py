@@ -45,7 +45,9 @@ from infra.constructs.gateway import (
     log_group,
     logs_key,
     new_access_logs_bucket,
+    private_fargate_service,
     runtime_platform,
+    scale_on_cpu,
 )
 from skypacs.config import DEFAULT_HTTP_PORT, ENV_BUCKET, ENV_CATALOG_TABLE, ENV_URL_SIGNING_KEY
 from skypacs.dicomweb.server import DEFAULT_PREFIX
@@ -198,29 +200,16 @@ class StreamingService(Construct):
         )
         acknowledge_execution_role(task_definition)
 
-        self.service = ecs.FargateService(
+        self.service = private_fargate_service(
             self,
             "Service",
             cluster=cluster,
             task_definition=task_definition,
             desired_count=desired_count,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            assign_public_ip=False,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            health_check_grace_period=Duration.seconds(60),
+            task_policy=task_policy,
         )
-        # Tasks start only once their role has its permissions (a managed policy is a separate resource).
-        self.service.node.add_dependency(task_policy)
         if max_count > desired_count:
-            scaling = self.service.auto_scale_task_count(min_capacity=desired_count, max_capacity=max_count)
-            scaling.scale_on_cpu_utilization(
-                "Cpu",
-                target_utilization_percent=60,
-                scale_out_cooldown=Duration.minutes(1),
-                scale_in_cooldown=Duration.minutes(5),  # a retrieval in flight is drained, not cut
-            )
+            scale_on_cpu(self.service, desired_count, max_count)
 
         self.log_bucket = new_access_logs_bucket(self, "AccessLogsBucket", acls=True)
         alb_security_group = ec2.SecurityGroup(

@@ -509,19 +509,18 @@ def _transaction_chunks(planned: list[_PlannedPut]) -> Iterator[list[_PlannedPut
     sops: set[str] = set()
     items = size = 0
     for put in planned:
-        new_levels = {(item["pk"], item["sk"]) for item in put.levels} - level_keys
-        adds = 1 + len(put.stale_items) + len(new_levels)
-        sop = put.entry.record.SOPInstanceUID
-        if chunk and (items + adds > TRANSACTION_ITEMS or size + put.size() > TRANSACTION_BYTES or sop in sops):
+        levels = {(item["pk"], item["sk"]) for item in put.levels}
+        put_size, sop = put.size(), put.entry.record.SOPInstanceUID
+        adds = 1 + len(put.stale_items) + len(levels - level_keys)
+        if chunk and (items + adds > TRANSACTION_ITEMS or size + put_size > TRANSACTION_BYTES or sop in sops):
             yield chunk
             chunk, level_keys, sops, items, size = [], set(), set(), 0, 0
-            new_levels = {(item["pk"], item["sk"]) for item in put.levels}
-            adds = 1 + len(put.stale_items) + len(new_levels)
+            adds = 1 + len(put.stale_items) + len(levels)
         chunk.append(put)
-        level_keys |= new_levels
+        level_keys |= levels
         sops.add(sop)
         items += adds
-        size += put.size()
+        size += put_size
     if chunk:
         yield chunk
 

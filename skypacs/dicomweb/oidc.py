@@ -186,21 +186,19 @@ def discover_jwks_url(issuer: str) -> str:
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     """Scopes from ``scope`` (space-separated) and ``scp`` (list or space-separated string)."""
-    found: set[str] = set()
-    for name in ("scope", "scp"):
-        value = claims.get(name)
-        if isinstance(value, str):
-            found.update(value.split())
-        elif isinstance(value, list):
-            found.update(str(item) for item in value)
-    return frozenset(found)
+    return _claim_values(claims, ("scope", "scp"))
 
 
 def groups_of(claims: Mapping[str, Any]) -> frozenset[str]:
     """Groups from ``cognito:groups`` (Cognito) and ``groups`` (Keycloak, Okta, Entra ID): a list or a
     space-separated string."""
+    return _claim_values(claims, ("cognito:groups", "groups"))
+
+
+def _claim_values(claims: Mapping[str, Any], names: tuple[str, ...]) -> frozenset[str]:
+    """The values of the ``names`` claims together; issuers write each as a list or a space-separated string."""
     found: set[str] = set()
-    for name in ("cognito:groups", "groups"):
+    for name in names:
         value = claims.get(name)
         if isinstance(value, str):
             found.update(value.split())

@@ -7,28 +7,20 @@ the bundle).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("aws_cdk")
-pytest.importorskip("cdk_nag")
-pytest.importorskip("chalice")
-
 import aws_cdk as cdk
+import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 
 from infra.app import build_app
 from infra.context import SETTINGS
 from infra.stack import SkyPacsStack
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import load_bench_script
 
 CONTEXT = {
     "corsOrigins": "https://viewer.example.org",
@@ -184,18 +176,9 @@ def test_bad_context_stops_synthesis_naming_the_key(cdk_context: dict[str, Any],
         SkyPacsStack(app, "Bad")
 
 
-def _load_cost_model() -> Any:
-    spec = importlib.util.spec_from_file_location("skypacs_bench_cost_stack", REPO / "bench" / "cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cost_estimate_prices_what_the_stack_provisions(template: Template) -> None:
     """``bench/cost.py`` models the default deployment; this stack adds one plugin and a TLS listener."""
-    cost = _load_cost_model()
+    cost = load_bench_script("cost")
     dep = replace(cost.Deployment(), plugins=1, gateway_tls=True)
     document = template.to_json()["Resources"]
 

@@ -1,28 +1,14 @@
-"""The arithmetic of ``bench/cost.py`` (bench/ is not a package: loaded from its file path)."""
+"""The arithmetic of ``bench/cost.py``."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-COST_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cost.py"
+from tests.bench_scripts import load_bench_script
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("skypacs_bench_cost", COST_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-cost = _load()
+cost = load_bench_script("cost")
 IDLE = cost.Load(studies_per_day=0.0, qido_per_day=0.0, retrievals_per_day=0.0, nat_gb=0.0, flow_log_gb=0.0)
 
 
