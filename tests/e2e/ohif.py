@@ -68,8 +68,8 @@ def ohif_dist() -> Path:
 
 
 def missing_prerequisite() -> str | None:
-    """Why the viewer cannot run here (a skip reason), or None. Each is a separate install, too slow or
-    too large to be assumed: see docs/ohif-e2e.md."""
+    """Why the viewer cannot run here (what to install), or None. Each is a separate install, too slow or
+    too large to be assumed: ``.ci/run`` installs them (README "OHIF")."""
     if not CHROMIUM.exists():
         return f"{CHROMIUM} not found: apt-get install -y chromium"
     if importlib.util.find_spec("playwright") is None:
@@ -77,7 +77,7 @@ def missing_prerequisite() -> str | None:
     dist = ohif_dist()
     if not (dist / "index.html").is_file():
         return (f"OHIF viewer not found at {dist} (set {ENV_OHIF_DIST}): "
-                "npm pack @ohif/app and unpack it, see docs/ohif-e2e.md")
+                "npm pack @ohif/app@3.13.2 and unpack it, as .ci/run does")
     return None
 
 

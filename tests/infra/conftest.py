@@ -1,7 +1,7 @@
 """Shared fixtures for the CDK tests.
 
-aws_cdk is imported lazily: these fixtures must load even where the ``cdk`` extra is not installed, in which
-case each test module skips itself with ``pytest.importorskip("aws_cdk")``.
+The ``cdk`` extra (aws-cdk-lib, cdk-nag) is part of the README's test install: these tests import it
+directly and fail, not skip, where it is missing.
 
 This directory deliberately has no ``__init__.py``: with pytest's default ``prepend`` import mode and no
 ``tests/__init__.py``, it would be imported as a package named ``infra`` and shadow the CDK app package

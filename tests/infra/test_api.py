@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-pytest.importorskip("aws_cdk")
-pytest.importorskip("cdk_nag")
-pytest.importorskip("chalice")
-
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks

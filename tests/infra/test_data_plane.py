@@ -11,12 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
-pytest.importorskip("aws_cdk")
-pytest.importorskip("cdk_nag")
-
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-pytest.importorskip("aws_cdk")
-pytest.importorskip("cdk_nag")
-
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks

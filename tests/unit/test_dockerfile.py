@@ -76,7 +76,6 @@ def test_healthcheck_is_a_c_echo(instructions: list[tuple[str, str]]) -> None:
 
 
 def test_healthcheck_and_command_match_the_task_definition(instructions: list[tuple[str, str]]) -> None:
-    pytest.importorskip("aws_cdk")
     from infra.constructs import gateway
 
     final = _final_stage(instructions)

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("aws_lambda_powertools")
-
 from functions.plugins import event_log
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
